@@ -1,0 +1,85 @@
+"""Batch collation: ``<cls>`` + ranked genes, right padding to the batch maximum, masks and texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from lightning_langcell.tokenization import CLS_ID, PAD_ID
+
+IGNORE_INDEX = -100
+
+
+def pad_token_lists(
+    token_lists: Sequence[np.ndarray], prefix: int | None, max_length: int, pad_id: int = PAD_ID
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to the longest one (capped at ``max_length`` with the prefix).
+
+    Returns ``input_ids`` and ``attention_mask`` as int64 tensors of shape [B, L].
+    """
+    room = max_length - (prefix is not None)
+    lengths = [min(len(tokens), room) + (prefix is not None) for tokens in token_lists]
+    width = max(max(lengths, default=1), 1)
+    input_ids = torch.full((len(token_lists), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(token_lists), width), dtype=torch.long)
+    for row, (tokens, length) in enumerate(zip(token_lists, lengths)):
+        start = 0
+        if prefix is not None:
+            input_ids[row, 0] = prefix
+            start = 1
+        input_ids[row, start:length] = torch.as_tensor(np.asarray(tokens[: length - start]), dtype=torch.long)
+        attention_mask[row, :length] = 1
+    return input_ids, attention_mask
+
+
+@dataclass
+class CellBatchCollator:
+    """Turns dataset items into model batches.
+
+    Items are dicts with ``index`` (cell row), ``epoch``, ``input_ids`` (ranked gene tokens
+    without ``<cls>``) and optionally ``text_tokens`` (token ids of the cell's text),
+    ``text_id`` (id of the distinct text) and ``label`` (class index, -100 when unknown).
+    The model sees ``<cls>`` + the first ``max_length - 1`` genes (2047 for the official 2048).
+    With ``mgm_probability > 0`` the batch also carries ``mgm_input_ids``/``mgm_labels``,
+    masked reproducibly per (seed, epoch, index).
+    """
+
+    max_length: int = 2048
+    mgm_probability: float = 0.0
+    seed: int = 0
+    text_pad_id: int = 0
+    vocab_size: int = 25427
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = pad_token_lists(
+            [item["input_ids"] for item in items], CLS_ID, self.max_length
+        )
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+        }
+        if "label" in items[0]:
+            batch["labels"] = torch.tensor([item["label"] for item in items], dtype=torch.long)
+        if "text_tokens" in items[0]:
+            text_ids, text_mask = pad_token_lists(
+                [item["text_tokens"] for item in items], None, 10**9, pad_id=self.text_pad_id
+            )
+            batch["text_input_ids"], batch["text_attention_mask"] = text_ids, text_mask
+            batch["text_ids"] = torch.tensor([item["text_id"] for item in items], dtype=torch.long)
+        if self.mgm_probability > 0:
+            from lightning_langcell.objectives.masking import mask_genes
+
+            batch["mgm_input_ids"], batch["mgm_labels"] = mask_genes(
+                input_ids,
+                attention_mask,
+                probability=self.mgm_probability,
+                vocab_size=self.vocab_size,
+                seed=self.seed,
+                epoch=int(items[0].get("epoch", 0)),
+                indices=batch["index"],
+            )
+        return batch

@@ -1,0 +1,306 @@
+"""Tokenized-cell corpus on disk: memory-mapped, O(1) random access, checked against its manifest.
+
+Layout of a corpus directory (format version 1; no pickle anywhere):
+
+- ``tokens.npy``: every cell's ranked gene token ids (no ``<cls>``), concatenated, shape
+  [n_tokens]. ``int16`` when the vocabulary has at most 32,767 ids (the 25,427-id LangCell
+  vocabulary does: half the disk of int32), else ``int32``. Readers get int32.
+- ``offsets.npy``: int64 [n_cells + 1]; cell ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``.
+- ``obs/``: one or two files per metadata column (names listed in the manifest):
+  ``numeric`` columns are one float64 (or int64) array; ``categorical`` ones are int32 codes
+  (-1 = missing) plus a JSON list of categories; ``text`` (``obs_name``) is UTF-8 bytes + int64
+  offsets. Every corpus has ``source_file`` (categorical, the input file of the cell),
+  ``source_index`` (int64 row of the cell in that file) and ``obs_name`` (its obs name).
+- ``manifest.json``: format, vocabulary checksum, tokenizer settings, counts, per-input
+  provenance (path, bytes, sha256, cells kept/skipped, tokenizer report, time) and the byte
+  size + sha256 of every other file.
+
+Opening reads the manifest and the arrays' ``.npy`` headers and compares file sizes, shapes and
+dtypes with it (milliseconds at any size); :meth:`CellCorpus.verify` re-hashes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from lightning_langcell.errors import CorpusError
+
+FORMAT_NAME = "lightning_langcell.cell_corpus"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOKENS_FILE = "tokens.npy"
+OFFSETS_FILE = "offsets.npy"
+RESERVED_COLUMNS = ("source_file", "source_index", "obs_name")
+MANIFEST_KEYS = (
+    "n_cells", "n_tokens", "vocab_size", "vocabulary_checksum", "tokenizer_settings",
+    "sources", "columns", "files",
+)
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """One cell: ``input_ids`` int32 [n_genes] (ranked genes, no ``<cls>``) and its obs values."""
+
+    input_ids: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_of_file(path: str | os.PathLike, block_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in ``block_size`` blocks (bounded memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: str | os.PathLike) -> dict:
+    """The manifest of corpus directory ``path``; :class:`CorpusError` when it is not a corpus."""
+    manifest_path = Path(path) / MANIFEST_NAME
+    fix = "Write the corpus with `python -m lightning_langcell tokenize FILES --output DIR`."
+    if not manifest_path.is_file():
+        raise CorpusError(f"{path} is not a tokenized-cell corpus (no {MANIFEST_NAME}).", fix)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as error:
+        raise CorpusError(f"Cannot read {manifest_path}: {error}.", fix) from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise CorpusError(f"{manifest_path} is not a {FORMAT_NAME} manifest.", fix)
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise CorpusError(
+            f"{path} has corpus format version {manifest.get('format_version')}; this library "
+            f"reads version {FORMAT_VERSION}.",
+            "Re-tokenize the input files with this version of lightning_langcell.",
+        )
+    missing = [key for key in MANIFEST_KEYS if key not in manifest]
+    if missing:
+        raise CorpusError(f"{manifest_path} lacks {missing}: the corpus was not written completely.", fix)
+    return manifest
+
+
+def is_corpus(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a corpus manifest (the arrays are not checked)."""
+    try:
+        read_manifest(path)
+    except CorpusError:
+        return False
+    return True
+
+
+class CellCorpus:
+    """Read-only view of a corpus directory.
+
+    ``len(corpus)`` cells; ``corpus[i]`` → :class:`CellRecord`; ``corpus.input_ids(i)`` → tokens
+    only (the fast path); ``corpus.lengths`` int64 [n_cells]; ``corpus.column(name)`` one
+    metadata column for all cells; ``corpus.obs`` all of them as a DataFrame (built once).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self._check_files()
+        self.tokens = self._load(TOKENS_FILE)
+        self.offsets = self._load(OFFSETS_FILE)
+        self._check_token_arrays()
+        self._columns = {spec["name"]: spec for spec in self.manifest["columns"]}
+        self._cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ checks
+    def _fail(self, problem: str) -> CorpusError:
+        return CorpusError(
+            f"Corpus {self.path} is damaged: {problem}.",
+            "Re-create it from its input files (see manifest.json 'sources') with "
+            "`python -m lightning_langcell tokenize ... --output DIR --overwrite`.",
+        )
+
+    def _check_files(self) -> None:
+        for name, info in self.manifest["files"].items():
+            file_path = self.path / name
+            if not file_path.is_file():
+                raise self._fail(f"{name} is missing")
+            size = file_path.stat().st_size
+            if size != info["bytes"]:
+                raise self._fail(f"{name} has {size} bytes, the manifest says {info['bytes']}")
+
+    def _load(self, name: str) -> np.ndarray:
+        info = self.manifest["files"].get(name)
+        if info is None:
+            raise self._fail(f"the manifest does not list {name}")
+        try:
+            array = np.load(self.path / name, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise self._fail(f"{name} is not a readable .npy array ({error})") from error
+        if list(array.shape) != info["shape"] or array.dtype != np.dtype(info["dtype"]):
+            raise self._fail(
+                f"{name} is {array.dtype}{list(array.shape)}, the manifest says "
+                f"{info['dtype']}{info['shape']}"
+            )
+        return array
+
+    def _check_token_arrays(self) -> None:
+        n_cells, n_tokens = self.manifest["n_cells"], self.manifest["n_tokens"]
+        if self.offsets.shape != (n_cells + 1,) or self.tokens.shape != (n_tokens,):
+            raise self._fail(f"arrays do not hold {n_cells} cells / {n_tokens} tokens")
+        if int(self.offsets[0]) != 0 or int(self.offsets[-1]) != n_tokens:
+            raise self._fail("offsets do not span tokens.npy")
+
+    def verify(self) -> None:
+        """Full check (reads everything): sha256 of every file, monotonic offsets, code ranges."""
+        for name, info in self.manifest["files"].items():
+            if sha256_of_file(self.path / name) != info["sha256"]:
+                raise self._fail(f"{name} does not match its sha256 in the manifest")
+        if np.any(np.diff(self.offsets) < 0):
+            raise self._fail("offsets decrease")
+        vocab_size = self.manifest["vocab_size"]
+        if len(self.tokens) and (self.tokens.min() < 0 or self.tokens.max() >= vocab_size):
+            raise self._fail(f"token ids outside [0, {vocab_size})")
+        for name, spec in self._columns.items():
+            if spec["kind"] == "categorical":
+                codes = self._array(spec, "codes")
+                n_categories = len(self._categories(name))
+                if len(codes) and (codes.min() < -1 or codes.max() >= n_categories):
+                    raise self._fail(f"codes of column {name!r} outside its {n_categories} categories")
+
+    # ------------------------------------------------------------------ tokens
+    def __len__(self) -> int:
+        return int(self.manifest["n_cells"])
+
+    def _position(self, index: int) -> int:
+        n_cells = len(self)
+        position = int(index) + n_cells if int(index) < 0 else int(index)
+        if not 0 <= position < n_cells:
+            raise IndexError(f"cell {index} out of range for a corpus of {n_cells} cells")
+        return position
+
+    def input_ids(self, index: int) -> np.ndarray:
+        """Token ids of cell ``index``: int32 [n_genes], ranked, without ``<cls>``."""
+        position = self._position(index)
+        start, stop = self.offsets[position], self.offsets[position + 1]
+        return np.asarray(self.tokens[start:stop], dtype=np.int32)
+
+    def __getitem__(self, index: int) -> CellRecord:
+        return CellRecord(self.input_ids(index), self.metadata(index))
+
+    def __iter__(self) -> Iterator[CellRecord]:
+        for index in range(len(self)):
+            yield self[index]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Gene tokens per cell, int64 [n_cells] (computed once from the offsets)."""
+        if "lengths" not in self._cache:
+            self._cache["lengths"] = np.diff(np.asarray(self.offsets))
+        return self._cache["lengths"]
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def columns(self) -> list[str]:
+        """Metadata column names (``source_file``, ``source_index``, ``obs_name`` + kept obs)."""
+        return list(self._columns)
+
+    def column_kind(self, name: str) -> str:
+        """``"numeric"``, ``"categorical"`` or ``"text"``."""
+        return self._spec(name)["kind"]
+
+    def _spec(self, name: str) -> dict:
+        if name not in self._columns:
+            raise KeyError(f"No column {name!r} in corpus {self.path}; columns: {self.columns}")
+        return self._columns[name]
+
+    def _array(self, spec: dict, role: str) -> np.ndarray:
+        key = f"{spec['name']}\0{role}"
+        if key not in self._cache:
+            array = self._load(spec["files"][role])
+            expected = len(self) + (role == "offsets")
+            if role != "utf8" and array.shape != (expected,):
+                raise self._fail(f"column {spec['name']!r} has {array.shape[0]} rows, not {expected}")
+            self._cache[key] = array
+        return self._cache[key]
+
+    def _categories(self, name: str) -> list[str]:
+        key = f"{name}\0categories"
+        if key not in self._cache:
+            relative = self._spec(name)["files"]["categories"]
+            with open(self.path / relative, encoding="utf-8") as handle:
+                self._cache[key] = json.load(handle)
+        return self._cache[key]
+
+    def column(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray | pd.Categorical:
+        """Values of column ``name`` for cells ``start:stop`` (default: all cells).
+
+        numeric → float64/int64 array (NaN = missing); categorical → ``pandas.Categorical``
+        (NaN = missing); text → object array of str.
+        """
+        spec = self._spec(name)
+        stop = len(self) if stop is None else stop
+        if spec["kind"] == "numeric":
+            return np.array(self._array(spec, "values")[start:stop])
+        if spec["kind"] == "categorical":
+            codes = np.asarray(self._array(spec, "codes")[start:stop], dtype=np.int64)
+            return pd.Categorical.from_codes(codes, categories=self._categories(name))
+        offsets = np.asarray(self._array(spec, "offsets")[start : stop + 1])
+        raw = bytes(self._array(spec, "utf8")[offsets[0] : offsets[-1]])
+        relative = offsets - offsets[0]
+        return np.array(
+            [raw[relative[i] : relative[i + 1]].decode("utf-8") for i in range(len(relative) - 1)],
+            dtype=object,
+        )
+
+    def value(self, name: str, index: int) -> Any:
+        """Column ``name`` of cell ``index`` (str / float / int; None when missing)."""
+        spec, position = self._spec(name), self._position(index)
+        if spec["kind"] == "numeric":
+            number = self._array(spec, "values")[position].item()
+            return None if isinstance(number, float) and math.isnan(number) else number
+        if spec["kind"] == "categorical":
+            code = int(self._array(spec, "codes")[position])
+            return None if code < 0 else self._categories(name)[code]
+        offsets = self._array(spec, "offsets")
+        return bytes(self._array(spec, "utf8")[offsets[position] : offsets[position + 1]]).decode("utf-8")
+
+    def metadata(self, index: int) -> dict[str, Any]:
+        """Every column's value for cell ``index``."""
+        return {name: self.value(name, index) for name in self._columns}
+
+    @property
+    def obs(self) -> pd.DataFrame:
+        """One row per cell (RangeIndex = corpus position), one column per metadata column."""
+        if "obs" not in self._cache:
+            self._cache["obs"] = pd.DataFrame({name: self.column(name) for name in self._columns})
+        return self._cache["obs"]
+
+    # ----------------------------------------------------------------- summary
+    @property
+    def vocabulary_checksum(self) -> str:
+        return self.manifest["vocabulary_checksum"]
+
+    @property
+    def tokenizer_settings(self) -> dict:
+        return self.manifest["tokenizer_settings"]
+
+    @property
+    def sources(self) -> list[dict]:
+        """Provenance of each input file, in corpus order (``first_cell``, ``n_cells``, ...)."""
+        return self.manifest["sources"]
+
+    def __repr__(self) -> str:
+        return (
+            f"CellCorpus({str(self.path)!r}, n_cells={len(self)}, "
+            f"n_tokens={self.manifest['n_tokens']}, sources={len(self.sources)})"
+        )
+
+    # A corpus is pickled by path (DataLoader workers reopen the memory maps, never copy them).
+    def __getstate__(self) -> dict:
+        return {"path": str(self.path)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"])

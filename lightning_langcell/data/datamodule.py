@@ -1,0 +1,312 @@
+"""``LangCellDataModule``: one LightningDataModule over tokenized cells, used by every task."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from lightning_langcell.data.collate import CellBatchCollator
+from lightning_langcell.data.datasets import CellDataset, EpochTaggedBatches
+from lightning_langcell.errors import LangCellInputError
+
+SPLITS = ("train", "val", "test")
+
+
+def default_cache_dir() -> Path:
+    """Corpus cache: ``$LANGCELL_CACHE/corpora`` or ``~/.cache/lightning_langcell/corpora``."""
+    root = os.environ.get("LANGCELL_CACHE") or Path.home() / ".cache" / "lightning_langcell"
+    return Path(root) / "corpora"
+
+
+class LangCellDataModule(pl.LightningDataModule):
+    """Tokenized cells (from .h5ad files or a corpus directory) with texts, labels and splits.
+
+    Args:
+        data: .h5ad path(s), tokenized once in ``prepare_data`` and cached by content, or a
+            corpus directory written by ``python -m lightning_langcell tokenize``.
+        cache_dir: where tokenized .h5ad inputs are cached (default :func:`default_cache_dir`).
+        label_column: obs column holding class labels (``None``: unlabelled).
+        texts: build a text per cell from its metadata (needed by cell–text objectives).
+        text_tokenizer: local HF BERT tokenizer directory; ``None`` uses the bundled vocabulary.
+        text_max_length: text tokens kept per text.
+        type2text: JSON file mapping labels/ontology ids to texts (overrides the ontology).
+        max_length: cell tokens fed to the model including ``<cls>`` (official 2048).
+        batch_size / eval_batch_size: cells per batch (per device).
+        mgm_probability: fraction of gene tokens masked for masked gene modelling (0: off).
+        split: train/val/test fractions of a seeded split stratified by label.
+        split_by / held_out: obs column and values whose cells form the test split instead
+            (cross-dataset evaluation), e.g. ``split_by="source_file"``.
+        k_shot: k training cells per class (few-shot); the rest is split into val and test.
+        seed: seed of splits, batch order and masks.
+        pool_size: batches' worth of cells sorted together for length grouping.
+        assume_counts: accept an X that does not look like raw counts.
+    """
+
+    def __init__(
+        self,
+        data: str | Sequence[str],
+        cache_dir: str | None = None,
+        label_column: str | None = "cell_type",
+        texts: bool = True,
+        text_tokenizer: str | None = None,
+        text_max_length: int = 256,
+        type2text: str | None = None,
+        max_length: int = 2048,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        mgm_probability: float = 0.0,
+        split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_by: str | None = None,
+        held_out: Sequence[str] | None = None,
+        k_shot: int | None = None,
+        seed: int = 0,
+        pool_size: int = 50,
+        assume_counts: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.inputs = [str(data)] if isinstance(data, (str, os.PathLike)) else [str(p) for p in data]
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.corpus = None
+        self.classes: list[str] = []
+        self.splits: dict[str, np.ndarray] = {}
+        self.datasets: dict[str, CellDataset] = {}
+        self._text_builder = None
+        self._text_tokenizer = None
+        self._train_batches: EpochTaggedBatches | None = None
+        self._resume_state: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- corpus
+    def _is_corpus_dir(self) -> bool:
+        return len(self.inputs) == 1 and Path(self.inputs[0]).is_dir()
+
+    def _tokenizer(self):
+        from lightning_langcell.tokenization import CellTokenizer
+
+        return CellTokenizer(assume_counts=self.hparams.assume_counts)
+
+    def corpus_path(self) -> Path:
+        """The corpus directory: the given one, or the cache entry for the .h5ad inputs."""
+        if self._is_corpus_dir():
+            return Path(self.inputs[0])
+        missing = [p for p in self.inputs if not Path(p).is_file()]
+        if missing:
+            raise LangCellInputError(
+                f"Data file(s) not found: {missing}.",
+                "Pass existing .h5ad files or a corpus directory as `data`.",
+            )
+        from lightning_langcell.data.corpus_writer import corpus_cache_key
+
+        return self.cache_dir / corpus_cache_key(self.inputs, self._tokenizer(), self._obs_columns())
+
+    def _obs_columns(self) -> list[str]:
+        """Obs columns the corpus must keep beyond the defaults: the label and split columns."""
+        return [c for c in (self.hparams.label_column, self.hparams.split_by) if c]
+
+    def prepare_data(self) -> None:
+        """Tokenize the .h5ad inputs once into the content-keyed corpus cache."""
+        path = self.corpus_path()
+        if self._is_corpus_dir() or path.exists():
+            return
+        from lightning_langcell.data.corpus_writer import tokenize_to_corpus
+        from lightning_langcell.errors import CorpusError
+
+        try:
+            tokenize_to_corpus(self.inputs, path, tokenizer=self._tokenizer(), obs_columns=self._obs_columns())
+        except CorpusError:
+            if not path.exists():  # another process finished the same cache entry first: use it
+                raise
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        if self.corpus is not None:
+            return
+        from lightning_langcell.data.corpus import CellCorpus
+
+        if not self.corpus_path().exists():
+            self.prepare_data()
+        self.corpus = CellCorpus(self.corpus_path())
+        obs = self.corpus.obs
+        labels = self._labels(obs)
+        text_tokens, text_ids = self._texts(obs) if self.hparams.texts else (None, None)
+        self.splits = self._split(obs, labels)
+        for name, indices in self.splits.items():
+            self.datasets[name] = CellDataset(self.corpus, indices, text_tokens, text_ids, labels)
+        self.datasets["predict"] = CellDataset(
+            self.corpus, np.arange(len(self.corpus)), text_tokens, text_ids, labels
+        )
+
+    def _labels(self, obs: pd.DataFrame) -> np.ndarray | None:
+        column = self.hparams.label_column
+        if column is None:
+            return None
+        if column not in obs.columns:
+            raise LangCellInputError(
+                f"Label column {column!r} is not in the corpus metadata (columns: {list(obs.columns)}).",
+                "Set data.label_column to one of those columns, or to null for unlabelled data.",
+            )
+        values = obs[column].astype("string")
+        known = values.notna() & (values != "")
+        self.classes = sorted(values[known].unique().tolist())
+        lookup = {name: i for i, name in enumerate(self.classes)}
+        return np.array([lookup[v] if ok else -1 for v, ok in zip(values.fillna(""), known)], dtype=np.int64)
+
+    def _texts(self, obs: pd.DataFrame):
+        from lightning_langcell.text import CellTextBuilder, load_text_tokenizer
+
+        self._text_builder = CellTextBuilder(type2text=self.hparams.type2text)
+        self._text_tokenizer = load_text_tokenizer(self.hparams.text_tokenizer)
+        unique_texts, text_ids = self._text_builder.text_ids_for(obs)
+        self.unique_texts = list(unique_texts)
+        encoded = self._text_tokenizer(
+            self.unique_texts, truncation=True, max_length=self.hparams.text_max_length
+        )["input_ids"]
+        return [np.asarray(ids, dtype=np.int64) for ids in encoded], np.asarray(text_ids)
+
+    def _split(self, obs: pd.DataFrame, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+        from lightning_langcell.data.sampling import k_shot_indices, stratified_split
+
+        hp = self.hparams
+        everything = np.arange(len(obs))
+        pool, test = everything, np.array([], dtype=np.int64)
+        if hp.split_by is not None:
+            if hp.split_by not in obs.columns:
+                raise LangCellInputError(
+                    f"split_by column {hp.split_by!r} is not in the corpus metadata.",
+                    f"Use one of {list(obs.columns)}.",
+                )
+            held = obs[hp.split_by].astype(str).isin([str(v) for v in hp.held_out or []]).to_numpy()
+            if not held.any():
+                raise LangCellInputError(
+                    f"No cell has {hp.split_by} in {hp.held_out}: the test split would be empty.",
+                    f"Pick held_out values among {sorted(obs[hp.split_by].astype(str).unique())}.",
+                )
+            pool, test = everything[~held], everything[held]
+        named = None if labels is None else np.array(self.classes + ["<unlabelled>"], dtype=object)[labels]
+        pool_labels = None if labels is None else named[pool]
+        if hp.k_shot:
+            if labels is None:
+                raise LangCellInputError("k_shot needs labels.", "Set data.label_column.")
+            train_local, rest_local = k_shot_indices(pool_labels, hp.k_shot, hp.seed)
+            train, rest = pool[train_local], pool[rest_local]
+            if hp.split_by is None:
+                parts = stratified_split(named[rest], (0.0, 0.1, 0.9), hp.seed)
+                return {"train": train, "val": rest[parts["val"]], "test": rest[parts["test"]]}
+            return {"train": train, "val": rest, "test": test}
+        fractions = tuple(hp.split)
+        if hp.split_by is not None:
+            fractions = (fractions[0], fractions[1] + fractions[2], 0.0)
+        parts = stratified_split(pool_labels, fractions, hp.seed, n_cells=len(pool))
+        out = {name: pool[parts[name]] for name in SPLITS if name in parts}
+        if hp.split_by is not None:
+            out["test"] = test
+        return out
+
+    # ------------------------------------------------------------ dataloaders
+    def _world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return trainer.world_size, trainer.global_rank
+
+    def collator(self, masked: bool) -> CellBatchCollator:
+        pad = 0 if self._text_tokenizer is None else (self._text_tokenizer.pad_token_id or 0)
+        return CellBatchCollator(
+            max_length=self.hparams.max_length,
+            mgm_probability=self.hparams.mgm_probability if masked else 0.0,
+            seed=self.hparams.seed,
+            text_pad_id=pad,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Length-grouped, seeded batches; each rank a disjoint shard with equal batch counts."""
+        from lightning_langcell.data.sampling import LengthGroupedBatchSampler
+
+        dataset = self.datasets["train"]
+        replicas, rank = self._world()
+        sampler = EpochTaggedBatches(
+            LengthGroupedBatchSampler(
+                dataset.lengths,
+                self.hparams.batch_size,
+                seed=self.hparams.seed,
+                pool_size=self.hparams.pool_size,
+                num_replicas=replicas,
+                rank=rank,
+            )
+        )
+        if self._resume_state is not None:
+            sampler.load_state_dict(self._resume_state)
+            self._resume_state = None
+        self._train_batches = sampler
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collator(masked=True),
+            num_workers=self.hparams.num_workers,
+        )
+
+    def _eval_loader(self, name: str) -> DataLoader:
+        """Every cell exactly once across ranks (no padding duplicates), longest first."""
+        from lightning_langcell.data.sampling import DistributedEvalSampler
+
+        dataset = self.datasets[name]
+        replicas, rank = self._world()
+        return DataLoader(
+            dataset,
+            sampler=DistributedEvalSampler(len(dataset), replicas, rank, lengths=dataset.lengths),
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            collate_fn=self.collator(masked=name != "predict"),
+            num_workers=self.hparams.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    # ----------------------------------------------------------------- texts
+    def class_texts(self) -> list[str]:
+        """The zero-shot text of each class (``"cell type: X. definition; "``), in class order."""
+        from lightning_langcell.text import CellTextBuilder
+
+        builder = self._text_builder or CellTextBuilder(type2text=self.hparams.type2text)
+        obs = self.corpus.obs
+        id_column = f"{self.hparams.label_column}_ontology_term_id"
+        texts = []
+        for name in self.classes:
+            row: dict[str, Any] = {"cell_type": name}
+            if id_column in obs.columns:
+                ids = obs.loc[obs[self.hparams.label_column].astype(str) == name, id_column]
+                ids = ids[ids.astype(str) != ""]
+                if len(ids):
+                    row["cell_type_ontology_term_id"] = str(ids.iloc[0])
+            texts.append(builder.cell_text(row))
+        return texts
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints: the class order and where the training batches stand."""
+        state: dict[str, Any] = {"classes": list(self.classes)}
+        trainer = getattr(self, "trainer", None)
+        if self._train_batches is not None and trainer is not None:
+            inner = self._train_batches.batch_sampler.state_dict()
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+            state["train_batches"] = {
+                "epoch": trainer.current_epoch,
+                "sampler": {**inner, "epoch": trainer.current_epoch, "batches_consumed": progress},
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume mid-epoch: the next ``train_dataloader`` skips the batches already consumed."""
+        self._resume_state = state.get("train_batches")

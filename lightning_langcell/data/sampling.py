@@ -1,0 +1,324 @@
+"""Batch samplers for cells of very different lengths (200–2048 genes), single-device or DDP.
+
+* :class:`LengthGroupedBatchSampler` (training): seeded per (seed, epoch), groups cells of similar
+  length into the same batch to cut padding, gives every DDP rank a disjoint set of batches and
+  the same number of batches, and resumes mid-epoch exactly (``state_dict``/``load_state_dict``).
+* :class:`DistributedEvalSampler` (validation/test/predict): one shard of the cells per rank,
+  without the duplicates ``DistributedSampler`` pads with, so each cell is evaluated once.
+* :func:`padding_efficiency`: real tokens / padded tokens of a list of batches.
+
+Lightning notes (this module does not import Lightning):
+
+* Train with ``Trainer(use_distributed_sampler=False)`` and pass ``num_replicas=trainer.world_size``,
+  ``rank=trainer.global_rank`` (or leave them None: read from ``torch.distributed`` when
+  initialised). With ``use_distributed_sampler=True`` on several devices Lightning tries to
+  rebuild a custom batch sampler around a ``DistributedSampler`` and raises a ``TypeError``
+  asking for exactly that flag. The sampler deliberately exposes no ``batch_size``/``drop_last``
+  attributes, which Lightning would use to rebuild it wrongly (``cls(sampler, batch_size=..)``).
+* Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` each epoch; the
+  ``sampler`` property returns the batch sampler itself so that call reaches it.
+* For val/test, ``use_distributed_sampler=True`` makes Lightning insert a ``DistributedSampler``
+  that repeats up to ``world_size - 1`` cells (metrics slightly off; Lightning warns); for
+  predict it inserts ``UnrepeatedDistributedSamplerWrapper`` (no repeats, strided shards).
+  :class:`DistributedEvalSampler` subclasses ``DistributedSampler`` so Lightning keeps it as is
+  in every mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler, Sampler
+
+from lightning_langcell.data.splits import k_shot_indices, split_by_group, stratified_split
+from lightning_langcell.errors import LangCellInputError
+
+__all__ = [
+    "DistributedEvalSampler",
+    "LengthGroupedBatchSampler",
+    "k_shot_indices",
+    "padding_efficiency",
+    "split_by_group",
+    "stratified_split",
+]
+
+# Settings that fix the batch sequence: a saved state only fits a sampler with the same values.
+_STATE_SETTINGS = ("seed", "batch_size", "pool_size", "num_replicas", "drop_last", "shuffle", "num_cells")
+
+
+def _resolve_replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """Explicit values, else ``torch.distributed`` world size/rank when initialised, else (1, 0)."""
+    initialised = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialised else 1
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise LangCellInputError(
+            f"rank must be in [0, num_replicas) with num_replicas ≥ 1, got rank={rank}, num_replicas={num_replicas}.",
+            "Pass num_replicas=trainer.world_size and rank=trainer.global_rank.",
+        )
+    return int(num_replicas), int(rank)
+
+
+def _cell_positions(indices: Sequence[int] | np.ndarray | None, num_cells: int) -> np.ndarray:
+    """The cells to sample from as int64 positions in [0, num_cells)."""
+    if indices is None:
+        return np.arange(num_cells, dtype=np.int64)
+    positions = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if positions.size and (positions.min() < 0 or positions.max() >= num_cells):
+        raise LangCellInputError(
+            f"indices must be cell positions in [0, {num_cells}).", "Pass positions from a split of these cells."
+        )
+    return positions
+
+
+def padding_efficiency(lengths: Sequence[int] | np.ndarray, batches: Iterable[Sequence[int]]) -> float:
+    """Real tokens / padded tokens (``sum(len(b) * max length in b)``) over ``batches``, in (0, 1]."""
+    lengths = np.asarray(lengths)
+    real = padded = 0
+    for batch in batches:
+        batch_lengths = lengths[np.asarray(batch, dtype=np.int64)]
+        if batch_lengths.size:
+            real += int(batch_lengths.sum())
+            padded += int(batch_lengths.max()) * batch_lengths.size
+    return real / padded if padded else 1.0
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Length-grouped, seeded, DDP-sharded, resumable batch sampler (yields lists of cell positions).
+
+    Each epoch (when ``shuffle``): permute the cells with ``default_rng([seed, epoch])``, cut the
+    permutation into pools of ``pool_size * batch_size`` cells, sort each pool by length
+    (descending) and cut it into batches, shuffle the batch order, then move the
+    ``num_replicas`` most expensive batches (cells × longest length) to the front so an
+    out-of-memory error shows up on the first step of every rank. Without ``shuffle`` the cells
+    keep their order, are pool-sorted the same way, and the batches stay in order.
+
+    DDP: the global batch list is dealt out round-robin, batch ``j`` to rank ``j % num_replicas``;
+    every rank computes the same list, so the shards are disjoint and depend only on
+    (seed, epoch). Every rank gets the same number of batches (DDP hangs otherwise):
+
+    * ``drop_last=False``: the one partial batch is kept and the list is padded by repeating its
+      first batches (at most ``num_replicas - 1`` of them), so a few cells are seen twice.
+    * ``drop_last=True``: the partial batch and the last ``len % num_replicas`` batches are
+      dropped, so a few cells (different ones each epoch) are not seen.
+
+    Args:
+        lengths: token count of every cell of the dataset [N] (e.g. ``CellCorpus.lengths``).
+        batch_size: cells per batch.
+        seed: non-negative integer.
+        pool_size: batches' worth of cells sorted together; larger → less padding, less
+            randomness in which cells share a batch.
+        num_replicas, rank: DDP world size and this process's rank (None: from
+            ``torch.distributed`` when initialised, else 1 and 0).
+        drop_last: see above.
+        shuffle: seeded shuffling (training); False gives a fixed, still length-grouped order.
+        indices: sample only these cell positions (e.g. the train split); None means all cells.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        pool_size: int = 50,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+        shuffle: bool = True,
+        indices: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        for name, value in (("batch_size", batch_size), ("pool_size", pool_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise LangCellInputError(f"{name} must be a positive integer, got {value!r}.", f"Pass e.g. {name}=8.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise LangCellInputError(f"seed must be a non-negative integer, got {seed!r}.", "Pass e.g. seed=0.")
+        self.cells = _cell_positions(indices, len(self.lengths))
+        self.seed, self.pool_size = int(seed), int(pool_size)
+        self.num_replicas, self.rank = _resolve_replicas(num_replicas, rank)
+        self.shuffle = bool(shuffle)
+        # Private on purpose: see the module docstring (Lightning would rebuild the sampler wrongly).
+        self._batch_size, self._drop_last = int(batch_size), bool(drop_last)
+        self.epoch = 0
+        self._skip = 0  # batches of ``epoch`` to skip on the next iteration (resume)
+        self._yielded = 0  # batches of ``epoch`` handed out so far on this rank (incl. skipped)
+        if len(self) == 0:
+            raise LangCellInputError(
+                f"{len(self.cells)} cells give no batch per rank with batch_size={batch_size}, "
+                f"num_replicas={self.num_replicas}, drop_last={drop_last}.",
+                "Lower batch_size, use drop_last=False, or provide more cells.",
+            )
+
+    @property
+    def sampler(self) -> LengthGroupedBatchSampler:
+        """Self, so Lightning's per-epoch ``batch_sampler.sampler.set_epoch(epoch)`` reaches us."""
+        return self
+
+    def __len__(self) -> int:
+        """Batches per rank in a full epoch (the same on every rank; a resumed epoch yields fewer)."""
+        full, partial = divmod(len(self.cells), self._batch_size)
+        if self._drop_last:
+            return full // self.num_replicas
+        return math.ceil((full + (partial > 0)) / self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose batches the next iteration yields; a new epoch cancels a pending resume."""
+        if epoch != self.epoch:
+            self.epoch, self._skip, self._yielded = int(epoch), 0, 0
+
+    def batch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch as arrays: (cells [M] grouped by length, dealt batch ids [B]).
+
+        Batch ``j`` is ``cells[j * batch_size : (j + 1) * batch_size]``; rank r takes the ids at
+        positions r, r + R, ... of the dealt list. O(M) memory, one sort: fine for 10^7 cells.
+        """
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        cells = self.cells[rng.permutation(len(self.cells))] if self.shuffle else self.cells
+        pool_of = np.arange(len(cells)) // (self.pool_size * self._batch_size)
+        cells = cells[np.lexsort((-self.lengths[cells], pool_of))]  # stable: by pool, then longest first
+        full, partial = divmod(len(cells), self._batch_size)
+        ids = np.arange(full + (partial > 0 and not self._drop_last))  # the partial batch is the last one
+        if self.shuffle:
+            ids = rng.permutation(len(ids))
+            starts = np.arange(0, len(cells), self._batch_size)
+            longest = np.maximum.reduceat(self.lengths[cells], starts)[ids]
+            cost = np.minimum(self._batch_size, len(cells) - starts[ids]) * longest
+            first = np.zeros(len(ids), dtype=bool)
+            first[np.argsort(-cost, kind="stable")[: self.num_replicas]] = True
+            ids = np.concatenate([ids[first][np.argsort(-cost[first], kind="stable")], ids[~first]])
+        excess = len(ids) % self.num_replicas
+        if self._drop_last:
+            return cells, ids[: len(ids) - excess]
+        padding = (self.num_replicas - excess) % self.num_replicas
+        return cells, np.concatenate([ids, ids[np.arange(padding) % len(ids)]])
+
+    def global_batches(self, epoch: int) -> list[np.ndarray]:
+        """All ranks' batches of ``epoch`` in dealing order (rank r takes items r, r + R, ...)."""
+        cells, ids = self.batch_plan(epoch)
+        return [cells[j * self._batch_size : (j + 1) * self._batch_size] for j in ids]
+
+    def rank_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches of ``epoch`` (``len(self)`` of them)."""
+        return self.global_batches(epoch)[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        # The generator body runs at the first ``next``: epoch and skip are read then, so a
+        # ``set_epoch``/``load_state_dict`` issued after ``iter()`` but before the first batch counts.
+        epoch, skip = self.epoch, self._skip
+        self._skip, self._yielded = 0, skip
+        cells, ids = self.batch_plan(epoch)
+        for j in ids[self.rank :: self.num_replicas][skip:]:
+            self._yielded += 1
+            yield cells[j * self._batch_size : (j + 1) * self._batch_size].tolist()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the batch sequence: ``epoch``, ``batches_consumed`` (+ settings, for checking).
+
+        ``batches_consumed`` counts the batches this sampler has handed out in ``epoch``. With
+        DataLoader workers that fetch ahead this is more than the model has seen: for exact
+        resume under Lightning store the trainer's count instead (checked with 0 and 2 workers,
+        checkpoints mid-epoch and at epoch end)::
+
+            {**sampler.state_dict(), "epoch": trainer.current_epoch,
+             "batches_consumed": trainer.fit_loop.epoch_loop.batch_progress.current.ready}
+        """
+        state = {"epoch": self.epoch, "batches_consumed": self._yielded}
+        state.update(self._settings())
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume: the next iteration yields ``epoch``'s batches after the first ``batches_consumed``.
+
+        Settings stored in ``state`` must match this sampler's (else the skipped batches would
+        be other batches). ``rank`` is not stored: each rank consumed the same number of batches.
+        A finished epoch (``batches_consumed == len(self)``) resumes at the start of the next
+        epoch, so an iterator created before Lightning's ``set_epoch`` (workers start fetching
+        at ``iter()``) already serves the right epoch.
+        """
+        settings = self._settings()
+        mismatched = [
+            f"{key}: saved {state[key]!r}, now {value!r}"
+            for key, value in settings.items()
+            if key in state and state[key] != value
+        ]
+        if mismatched:
+            raise LangCellInputError(
+                f"The saved sampler state does not fit this sampler ({'; '.join(mismatched)}).",
+                "Resume with the same sampler settings, or restart at an epoch boundary with "
+                "load_state_dict({'epoch': next_epoch, 'batches_consumed': 0}).",
+            )
+        consumed = int(state.get("batches_consumed", 0))
+        if not 0 <= consumed <= len(self):
+            raise LangCellInputError(
+                f"batches_consumed={consumed} is outside [0, {len(self)}] (batches per rank per epoch).",
+                "Store the number of batches trained in the current epoch.",
+            )
+        epoch = int(state["epoch"])
+        if consumed == len(self):  # saved at the epoch's end: resume at the start of the next one
+            epoch, consumed = epoch + 1, 0
+        self.epoch, self._skip, self._yielded = epoch, consumed, consumed
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "batch_size": self._batch_size,
+            "pool_size": self.pool_size,
+            "num_replicas": self.num_replicas,
+            "drop_last": self._drop_last,
+            "shuffle": self.shuffle,
+            "num_cells": len(self.cells),
+        }
+
+
+class DistributedEvalSampler(DistributedSampler):
+    """One rank's shard of the cells for val/test/predict: every cell exactly once across ranks.
+
+    Shards differ in size by at most one cell (so ranks may run one batch more or fewer): fine
+    for predict and epoch-level metrics (torchmetrics, ``self.log(..., on_epoch=True,
+    sync_dist=True)``), but avoid per-step collectives (``sync_dist=True`` with ``on_step``)
+    during evaluation.
+
+    Args:
+        cells: number of cells N (positions 0..N-1) or the positions to evaluate (e.g. a split).
+        num_replicas, rank: as for :class:`LengthGroupedBatchSampler`.
+        contiguous: True → rank r gets the r-th contiguous block (``np.array_split``), so the
+            ranks' outputs concatenated in rank order are in cell order; False → strided
+            (cells r, r + R, ...), as Lightning's ``UnrepeatedDistributedSamplerWrapper``.
+        lengths: token count of every cell [N]; when given, the shard is yielded longest first
+            so a plain ``batch_size`` DataLoader groups similar lengths (pair predictions with
+            the yielded positions to restore cell order).
+    """
+
+    def __init__(
+        self,
+        cells: int | Sequence[int] | np.ndarray,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        contiguous: bool = True,
+        lengths: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        num_replicas, rank = _resolve_replicas(num_replicas, rank)
+        if isinstance(cells, (int, np.integer)):
+            positions = np.arange(int(cells), dtype=np.int64)
+        else:
+            bound = len(lengths) if lengths is not None else np.iinfo(np.int64).max
+            positions = _cell_positions(cells, bound)
+        super().__init__(positions, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        shard = np.array_split(positions, num_replicas)[rank] if contiguous else positions[rank::num_replicas]
+        if lengths is not None:
+            shard = shard[np.argsort(-np.asarray(lengths)[shard], kind="stable")]
+        self.shard = shard
+        self.num_samples = len(shard)  # DistributedSampler's own fields, without padding
+        self.total_size = len(positions)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.shard.tolist())
+
+    def __len__(self) -> int:
+        return len(self.shard)

@@ -1,0 +1,319 @@
+"""Zero-shot scoring engine (pure torch): CTC, CTM and their blend for cells × candidate classes.
+
+Scores (the released recipe, see :mod:`lightning_langcell.models.zero_shot_scores`):
+
+- CTC ``[B, C]`` = ``softmax_c(cell · text_c / temperature)`` (temperature 0.05);
+- CTM ``[B, C]`` = per (cell, class) match probability ``softmax(ctm_logits)[..., 1]``, then a
+  softmax across the classes;
+- final = ``alpha · CTC + (1 − alpha) · CTM`` (alpha 0.1); prediction = argmax. ``alpha = 1``
+  skips the matcher entirely.
+
+Exact mode computes the same numbers as the official per-class loop, but:
+
+- the cell states' cross-attention key/value are projected once per cell batch and layer
+  (``precompute_cross_kv``) and reused for every class;
+- every class text is embedded once (CTC), and its embeddings + first-layer self-attention —
+  the only text work that does not depend on the cell — are computed once per scorer;
+- all (cell, class) pairs run in one fused pass: the real tokens of a cell's candidate texts
+  are packed side by side ``[B, T, H]`` (no padding), so the position-wise work (projections,
+  FFN) and the cross-attention to the cell run as one batched call per cell; only the
+  self-attention core is computed per text, in a padded ``[B·K, L, H]`` view;
+- the last layer runs only for the ``[CLS]`` position (the matcher reads nothing else).
+
+Top-k mode (``top_k=k``): the matcher runs only on the k classes with the highest CTC
+probability of each cell. Its class softmax is taken over those k candidates; the other classes
+get CTM probability 0, so ``final = alpha · CTC + (1 − alpha) · CTM_k`` still sums to 1 and the
+prediction is always a candidate. ``k = C`` gives exactly the exact-mode results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models.langcell import LangCellModel
+from lightning_langcell.models.text_encoder import CrossKV, cell_cross_attention_mask, text_self_attention_mask
+from lightning_langcell.models.zero_shot_scores import (
+    OFFICIAL_ALPHA,
+    OFFICIAL_TEMPERATURE,
+    blend,
+    ctc_logits,
+    ctm_class_probabilities,
+    ctm_match_probability,
+)
+
+
+@dataclass(frozen=True)
+class ClassTexts:
+    """Tokenized class texts ``input_ids``/``attention_mask`` [C, L] and their CTC ``embedding`` [C, E]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    embedding: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+@torch.no_grad()
+def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ClassTexts:
+    """Embed C class texts once (padded batch; equal to one-by-one within ~1e-7)."""
+    if input_ids.ndim != 2 or input_ids.shape[0] == 0:
+        raise LangCellInputError("No class texts to score against.", "Give at least one candidate class.")
+    _, embedding = model.encode_texts(input_ids, attention_mask)
+    return ClassTexts(input_ids, attention_mask, embedding)
+
+
+@dataclass(frozen=True)
+class ZeroShotOutput:
+    """Scores of B cells against C classes.
+
+    ``cell_embedding`` [B, E]; ``ctc_probs``, ``ctm_probs``, ``final_probs`` [B, C];
+    ``match_prob`` [B, C] (NaN where the matcher did not run); ``pred`` [B] int64;
+    ``candidates`` [B, K] class indices the matcher ran on (None when it did not run).
+    """
+
+    cell_embedding: torch.Tensor
+    ctc_probs: torch.Tensor
+    match_prob: torch.Tensor
+    ctm_probs: torch.Tensor
+    final_probs: torch.Tensor
+    pred: torch.Tensor
+    candidates: torch.Tensor | None
+
+
+# ------------------------------------------------------------------------------------ scores
+def top_k_candidates(ctc_probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices [B, k] of each cell's k best CTC classes, in ascending class order."""
+    return ctc_probs.topk(min(k, ctc_probs.shape[1]), dim=-1).indices.sort(dim=-1).values
+
+
+def combine_scores(
+    ctc_probs: torch.Tensor, match_prob: torch.Tensor, candidates: torch.Tensor, alpha: float = OFFICIAL_ALPHA
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CTM probabilities [B, C], final probabilities [B, C]) from CTC [B, C] and the match
+    probabilities [B, K] of ``candidates`` [B, K]: CTM softmax over the candidates, 0 elsewhere."""
+    ctm_probs = torch.zeros_like(ctc_probs).scatter_(1, candidates, ctm_class_probabilities(match_prob))
+    return ctm_probs, blend(ctc_probs, ctm_probs, alpha)
+
+
+# ----------------------------------------------------------------------- fused matcher pass
+@dataclass(frozen=True)
+class TextPrefix:
+    """Cell-independent start of the fusion pass for C texts: embeddings + layer-0 self-attention.
+
+    ``hidden`` [C, L, H] (padded), ``self_mask`` additive [C, 1, 1, L], ``lengths`` [C] real tokens.
+    With a one-layer encoder ``hidden`` holds only the ``[CLS]`` position.
+    """
+
+    hidden: torch.Tensor
+    self_mask: torch.Tensor
+    lengths: torch.Tensor
+
+
+def _self_attention(layer, hidden: torch.Tensor, mask: torch.Tensor, cls_only: bool) -> torch.Tensor:
+    """Layer self-attention sub-block on padded texts [N, L, H] → [N, L or 1, H]."""
+    queries = hidden[:, :1] if cls_only else hidden
+    return layer.attention(queries, layer.attention.self.key_value(hidden), mask)
+
+
+@torch.no_grad()
+def text_prefix(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextPrefix:
+    """The :class:`TextPrefix` of class texts [C, L] (1/0 mask)."""
+    text_bert = model.text_bert
+    hidden = text_bert.embeddings(input_ids)
+    self_mask = text_self_attention_mask(attention_mask, hidden.dtype)
+    first = text_bert.encoder.layer[0]
+    hidden = _self_attention(first, hidden, self_mask, cls_only=len(text_bert.encoder.layer) == 1)
+    return TextPrefix(hidden, self_mask, attention_mask.sum(dim=1))
+
+
+@dataclass(frozen=True)
+class _PackedLayout:
+    """Where each (cell b, candidate k) text token sits in the packed [B, T] and padded [B·K, L] views."""
+
+    packed: torch.Tensor  # flat index b·T + offset + j of every real token
+    padded: torch.Tensor  # flat index (b·K + k)·L + j of the same tokens
+    source: torch.Tensor  # flat index c·L + j into the class prefix
+    width: int  # T
+
+
+def _packed_layout(candidates: torch.Tensor, lengths: torch.Tensor, max_length: int) -> _PackedLayout:
+    n_cells, k = candidates.shape
+    pair_lengths = lengths[candidates]  # [B, K]
+    offsets = torch.cumsum(pair_lengths, dim=1) - pair_lengths
+    width = int(pair_lengths.sum(dim=1).max())
+    position = torch.arange(max_length, device=candidates.device)
+    real = position < pair_lengths[..., None]  # [B, K, L]
+    cell = torch.arange(n_cells, device=candidates.device)[:, None, None]
+    pair = torch.arange(n_cells * k, device=candidates.device).view(n_cells, k, 1)
+    packed = (cell * width + offsets[..., None] + position)[real]
+    padded = (pair * max_length + position)[real]
+    source = (candidates[..., None] * max_length + position)[real]
+    return _PackedLayout(packed, padded, source, width)
+
+
+def _pad(states: torch.Tensor, layout: _PackedLayout, pairs: int, max_length: int) -> torch.Tensor:
+    """Packed [B, T, D] → padded [pairs, L, D] (zeros at padding)."""
+    out = states.new_zeros(pairs * max_length, states.shape[-1])
+    out[layout.padded] = states.reshape(-1, states.shape[-1])[layout.packed]
+    return out.view(pairs, max_length, -1)
+
+
+def _unpad(states: torch.Tensor, layout: _PackedLayout, n_cells: int) -> torch.Tensor:
+    """Padded [pairs, L, D] → packed [B, T, D] (zeros at the unused tail)."""
+    out = states.new_zeros(n_cells * layout.width, states.shape[-1])
+    out[layout.packed] = states.reshape(-1, states.shape[-1])[layout.padded]
+    return out.view(n_cells, layout.width, -1)
+
+
+def _packed_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, self_mask: torch.Tensor,
+                           max_length: int) -> torch.Tensor:
+    """Self-attention sub-block of every text, each on its own tokens: packed [B, T, H] in and out.
+
+    Projections run packed; only the attention core sees the padded per-text view.
+    """
+    projections = layer.attention.self
+    n_cells, pairs = hidden.shape[0], self_mask.shape[0]
+    query, key, value = (_pad(linear(hidden), layout, pairs, max_length)
+                         for linear in (projections.query, projections.key, projections.value))
+    context = torch.nn.functional.scaled_dot_product_attention(
+        projections.split_heads(query), projections.split_heads(key), projections.split_heads(value),
+        attn_mask=self_mask,
+    )
+    context = _unpad(context.transpose(1, 2).flatten(2), layout, n_cells)
+    return layer.attention.output(context, hidden)
+
+
+def _cls_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, self_mask: torch.Tensor,
+                        max_length: int) -> torch.Tensor:
+    """Self-attention sub-block for the [CLS] queries only: packed [B, T, H] → [B·K, 1, H]."""
+    pairs = self_mask.shape[0]
+    padded = _pad(hidden, layout, pairs, max_length)
+    return _self_attention(layer, padded, self_mask, cls_only=True)
+
+
+def fused_match_logits(
+    model: LangCellModel,
+    prefix: TextPrefix,
+    cross_kv: CrossKV,
+    cell_attention_mask: torch.Tensor | None,
+    candidates: torch.Tensor,
+) -> torch.Tensor:
+    """Matcher logits [B, K, 2] of cell b with class ``candidates[b, k]``.
+
+    ``prefix`` from :func:`text_prefix` (C class texts), ``cross_kv`` from
+    ``model.precompute_cross_kv(cell_hidden)`` (B cells), ``cell_attention_mask`` [B, Lc] 1/0.
+    Same numbers as one multimodal pass per pair (the official loop) up to float rounding.
+    """
+    layers = model.text_bert.encoder.layer
+    n_cells, k = candidates.shape
+    max_length, width = prefix.hidden.shape[1], prefix.hidden.shape[2]
+    flat = candidates.reshape(-1)
+    self_mask = prefix.self_mask[flat]
+    cross_mask = cell_cross_attention_mask(cell_attention_mask, prefix.hidden.dtype)
+    if len(layers) == 1:  # the prefix already holds only [CLS]
+        hidden = prefix.hidden[flat].view(n_cells, k, width)
+    else:
+        layout = _packed_layout(candidates, prefix.lengths, max_length)
+        hidden = prefix.hidden.new_zeros(n_cells * layout.width, width)
+        hidden[layout.packed] = prefix.hidden.reshape(-1, width)[layout.source]
+        hidden = hidden.view(n_cells, layout.width, width)
+    for index, (layer, key_value) in enumerate(zip(layers, cross_kv)):
+        last = index == len(layers) - 1
+        if index > 0 and last:
+            hidden = _cls_self_attention(layer, hidden, layout, self_mask, max_length).view(n_cells, k, width)
+        elif index > 0:
+            hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length)
+        hidden = layer.crossattention(hidden, key_value, cross_mask)
+        hidden = layer.output(layer.intermediate(hidden), hidden)
+    return model.ctm_head(hidden)
+
+
+@torch.no_grad()
+def per_class_match_logits(
+    model: LangCellModel,
+    text_input_ids: torch.Tensor,
+    text_attention_mask: torch.Tensor,
+    cell_hidden: torch.Tensor,
+    cell_attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """The official algorithm, as a slow reference: [B, C, 2].
+
+    For each class: its unpadded text repeated for every cell, one full multimodal pass with
+    the cross-attention key/value of the cells recomputed.
+    """
+    n_cells, columns = cell_hidden.shape[0], []
+    for ids, mask in zip(text_input_ids, text_attention_mask):
+        text = ids[: int(mask.sum())].expand(n_cells, -1)
+        columns.append(model.match_logits(text, torch.ones_like(text), cell_hidden, cell_attention_mask))
+    return torch.stack(columns, dim=1)
+
+
+# -------------------------------------------------------------------------------- scorer
+class ZeroShotScorer:
+    """Scores batches of cells against fixed class texts.
+
+    Args:
+        model: a :class:`LangCellModel` (put in eval mode here).
+        classes: :class:`ClassTexts` from :func:`encode_class_texts`.
+        alpha: weight of CTC in the blend (0.1 official; 1.0 skips the matcher).
+        top_k: run the matcher on each cell's k best CTC classes only (None: all, exact mode).
+        temperature: CTC temperature (0.05 official).
+        class_chunk_size: candidate classes per fused matcher pass (bounds memory).
+    """
+
+    def __init__(self, model: LangCellModel, classes: ClassTexts, alpha: float = OFFICIAL_ALPHA,
+                 top_k: int | None = None, temperature: float = OFFICIAL_TEMPERATURE,
+                 class_chunk_size: int = 32):
+        if not 0.0 <= alpha <= 1.0:
+            raise LangCellInputError(f"alpha must lie in [0, 1], got {alpha}.", "Use e.g. alpha=0.1 (official).")
+        if top_k is not None and top_k < 1:
+            raise LangCellInputError(f"top_k must be a positive integer or None, got {top_k}.",
+                                     "Use e.g. top_k=3, or None for the exact scores.")
+        if temperature <= 0 or class_chunk_size < 1:
+            raise LangCellInputError("temperature and class_chunk_size must be positive.",
+                                     "Use temperature=0.05 and e.g. class_chunk_size=32.")
+        self.model = model.eval()
+        self.classes = classes
+        self.alpha = float(alpha)
+        self.top_k = top_k
+        self.temperature = float(temperature)
+        self.class_chunk_size = int(class_chunk_size)
+        self.uses_matcher = self.alpha < 1.0
+        self.prefix = (text_prefix(model, classes.input_ids, classes.attention_mask)
+                       if self.uses_matcher else None)
+
+    def match_probability(self, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor | None,
+                          candidates: torch.Tensor) -> torch.Tensor:
+        """Match probabilities [B, K] of each cell with its candidate classes [B, K]."""
+        cross_kv = self.model.precompute_cross_kv(cell_hidden)
+        chunks = [
+            fused_match_logits(self.model, self.prefix, cross_kv, cell_attention_mask, part)
+            for part in candidates.split(self.class_chunk_size, dim=1)
+        ]
+        return ctm_match_probability(torch.cat(chunks, dim=1))
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
+        """Score cells [B, Lc] (``<cls>`` first, 1/0 mask)."""
+        cell_hidden, cell_embedding = self.model.encode_cells(input_ids, attention_mask)
+        logits = ctc_logits(cell_embedding, self.classes.embedding.to(cell_embedding.dtype), self.temperature)
+        ctc_probs = logits.softmax(dim=-1)
+        n_cells, n_classes = ctc_probs.shape
+        match_prob = torch.full_like(ctc_probs, float("nan"))
+        if not self.uses_matcher:
+            ctm_probs = torch.zeros_like(ctc_probs)
+            return ZeroShotOutput(cell_embedding, ctc_probs, match_prob, ctm_probs, ctc_probs,
+                                  ctc_probs.argmax(dim=-1), None)
+        if self.top_k is None:
+            candidates = torch.arange(n_classes, device=ctc_probs.device).expand(n_cells, -1)
+        else:
+            candidates = top_k_candidates(ctc_probs, self.top_k)
+        candidate_match = self.match_probability(cell_hidden, attention_mask, candidates)
+        match_prob.scatter_(1, candidates, candidate_match)
+        ctm_probs, final = combine_scores(ctc_probs, candidate_match, candidates, self.alpha)
+        return ZeroShotOutput(cell_embedding, ctc_probs, match_prob, ctm_probs, final, final.argmax(dim=-1),
+                              candidates)

@@ -1,0 +1,243 @@
+"""Model configuration: the cell BERT, the BLIP-"med" text BERT and the shared embedding size.
+
+``LangCellConfig`` is plain data (JSON round trip through ``to_dict``/``from_dict``) so it can be
+stored beside a checkpoint. Presets: ``"tiny"`` (CPU tests, debug recipes) and ``"langcell"``
+(the released model's shape: Geneformer-12L-30M cell encoder, BiomedBERT-base text encoder).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+from transformers import BertConfig
+
+from lightning_langcell.errors import LangCellInputError
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
+CELL_POOLINGS = ("cls", "mean")
+
+#: Architecture keys of the cell encoder's ``BertConfig`` kept in our config (the rest of a
+#: ``BertConfig.to_dict()`` is bookkeeping such as ``transformers_version``).
+CELL_BERT_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+)
+
+
+def cell_bert_dict(config: BertConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """The architecture keys of a cell-encoder ``BertConfig`` (or of its dict / config.json)."""
+    source = config.to_dict() if isinstance(config, BertConfig) else dict(config)
+    defaults = BertConfig().to_dict()
+    return {key: source.get(key, defaults[key]) for key in CELL_BERT_KEYS}
+
+
+@dataclass
+class TextEncoderConfig:
+    """Shape of the BLIP-"med" text BERT (word + position embeddings, self/cross-attention, FFN).
+
+    ``encoder_width`` is the width of the cell states its cross-attention reads (the cell hidden size).
+    """
+
+    vocab_size: int = 30524
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    pad_token_id: int = 0
+    encoder_width: int = 512
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise LangCellInputError(
+                f"Text hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                f"{self.num_attention_heads}.",
+                "Choose a head count that divides the hidden size.",
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TextEncoderConfig":
+        """Build from a dict, e.g. a BERT/med-BERT ``config.json``; unrelated keys are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LangCellConfig:
+    """Everything needed to build a ``LangCellModel``.
+
+    - ``cell``: the cell encoder's ``BertConfig`` architecture dict (see ``CELL_BERT_KEYS``);
+      a ``BertConfig`` instance is accepted and converted.
+    - ``text``: ``TextEncoderConfig`` (or its dict); its ``encoder_width`` must equal the cell width.
+    - ``embed_dim``: size of the shared, L2-normalised cell/text embedding (256).
+    - ``attn_implementation``: cell encoder attention, ``"sdpa"`` (default) or ``"eager"``.
+      The text encoder always uses ``scaled_dot_product_attention`` (same arithmetic).
+    - ``mgm_tie_word_embeddings``: the gene-prediction decoder reuses the cell word embeddings
+      (as Geneformer/BERT pre-training does; saves vocab x hidden parameters).
+    - ``temperature_*``: learnable contrastive temperature, initial value and clamp range.
+    - ``gradient_checkpointing``: recompute each layer's activations in the backward pass.
+    - ``cell_pooling``: the cell vector fed to ``cell_proj``: ``"cls"`` (the released LangCell
+      model) or ``"mean"`` over the gene positions (Geneformer's cell embedding). A model
+      trained from scratch learns much faster with ``"mean"``: at initialisation attention is
+      nearly uniform and the ``<cls>`` state is almost the same for every cell.
+    """
+
+    cell: dict[str, Any] = field(default_factory=dict)
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    embed_dim: int = 256
+    attn_implementation: str = "sdpa"
+    mgm_tie_word_embeddings: bool = True
+    temperature_init: float = 0.07
+    temperature_min: float = 0.001
+    temperature_max: float = 0.5
+    gradient_checkpointing: bool = False
+    cell_pooling: str = "cls"
+
+    def __post_init__(self) -> None:
+        if self.cell_pooling not in CELL_POOLINGS:
+            raise LangCellInputError(
+                f"Unknown cell_pooling {self.cell_pooling!r}.", f"Use one of {CELL_POOLINGS}."
+            )
+        self.cell = cell_bert_dict(self.cell)
+        if isinstance(self.text, Mapping):
+            self.text = TextEncoderConfig.from_dict(self.text)
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise LangCellInputError(
+                f"Unknown attn_implementation {self.attn_implementation!r}.",
+                f"Use one of {ATTN_IMPLEMENTATIONS}.",
+            )
+        if self.text.encoder_width != self.cell["hidden_size"]:
+            raise LangCellInputError(
+                f"Text cross-attention reads cell states of width {self.text.encoder_width}, but the "
+                f"cell encoder's hidden_size is {self.cell['hidden_size']}.",
+                "Set text.encoder_width to the cell hidden_size.",
+            )
+        if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
+            raise LangCellInputError(
+                "Temperature init must lie in [temperature_min, temperature_max] with min > 0.",
+                "Fix temperature_init / temperature_min / temperature_max.",
+            )
+
+    def cell_bert_config(self) -> BertConfig:
+        """The HF ``BertConfig`` of the cell encoder, with the chosen attention implementation."""
+        return BertConfig(**self.cell, attn_implementation=self.attn_implementation)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict; ``from_dict(to_dict())`` rebuilds an equal config."""
+        data = asdict(self)
+        data["cell"] = dict(self.cell)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LangCellConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LangCellInputError(
+                f"Unknown LangCellConfig keys {unknown}.", f"Use only {sorted(known)}."
+            )
+        return cls(**copy.deepcopy(dict(data)))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "LangCellConfig":
+        """A named preset; ``overrides`` replace top-level fields, and ``cell=``/``text=`` dicts
+        are merged into the preset's (e.g. ``preset("tiny", text={"vocab_size": len(tok)})``)."""
+        if name not in PRESETS:
+            raise LangCellInputError(f"Unknown model preset {name!r}.", f"Use one of {sorted(PRESETS)}.")
+        data = copy.deepcopy(PRESETS[name])
+        for key, value in overrides.items():
+            if key in ("cell", "text") and isinstance(value, Mapping):
+                data[key].update(value)
+            else:
+                data[key] = value
+        if "cell" in overrides and "hidden_size" in overrides["cell"] and "encoder_width" not in (
+            overrides.get("text") or {}
+        ):
+            data["text"]["encoder_width"] = data["cell"]["hidden_size"]
+        return cls.from_dict(data)
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+_GENEFORMER_VOCAB = 25427  # <pad>, <mask>, 25,424 genes, <cls> (see tokenization)
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "cell": {
+            "vocab_size": _GENEFORMER_VOCAB,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "hidden_act": "relu",
+            "hidden_dropout_prob": 0.02,
+            "attention_probs_dropout_prob": 0.02,
+            "max_position_embeddings": 2048,
+            "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+        },
+        "text": {
+            "vocab_size": 30524,
+            "hidden_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 128,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 512,
+            "encoder_width": 64,
+        },
+        "embed_dim": 256,
+        "cell_pooling": "mean",
+    },
+    "langcell": {
+        "cell": {
+            "vocab_size": _GENEFORMER_VOCAB,
+            "hidden_size": 512,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 8,
+            "intermediate_size": 1024,
+            "hidden_act": "relu",
+            "hidden_dropout_prob": 0.02,
+            "attention_probs_dropout_prob": 0.02,
+            "max_position_embeddings": 2048,
+            "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": 0,
+        },
+        "text": {
+            "vocab_size": 30524,  # BiomedBERT's 30,522 WordPiece entries + [DEC], [ENC]
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "hidden_act": "gelu",
+            "max_position_embeddings": 512,
+            "encoder_width": 512,
+        },
+        "embed_dim": 256,
+    },
+}

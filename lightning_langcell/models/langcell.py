@@ -1,0 +1,154 @@
+"""``LangCellModel``: cell encoder, text encoder (with fusion mode), projections and heads."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models.cell_encoder import (
+    MaskedGeneHead,
+    build_cell_bert,
+    gather_positions,
+    set_attn_implementation,
+    set_hf_gradient_checkpointing,
+)
+from lightning_langcell.models.config import ATTN_IMPLEMENTATIONS, LangCellConfig
+from lightning_langcell.models.matcher import MatchHead
+from lightning_langcell.models.text_encoder import CrossKV, TextEncoder, init_bert_weights
+
+
+class LangCellModel(nn.Module):
+    """The two-tower LangCell model with its fusion matcher and gene-prediction head.
+
+    Submodules: ``cell_bert`` (HF ``BertModel``, no pooler), ``text_bert`` (``TextEncoder``),
+    ``cell_proj`` Linear(Hc → E), ``text_proj`` Linear(Ht → E), ``ctm_head`` Linear(Ht → 2),
+    ``mgm_head`` (``MaskedGeneHead``) and the learnable temperature ``temp`` (use ``temperature()``).
+    """
+
+    def __init__(self, config: LangCellConfig):
+        super().__init__()
+        self.config = config
+        cell = config.cell_bert_config()
+        text = config.text
+        self.cell_bert = build_cell_bert(cell)
+        self.text_bert = TextEncoder(text)
+        self.cell_proj = nn.Linear(cell.hidden_size, config.embed_dim)
+        self.text_proj = nn.Linear(text.hidden_size, config.embed_dim)
+        self.ctm_head = MatchHead(text.hidden_size)
+        self.mgm_head = MaskedGeneHead(
+            cell.hidden_size, cell.vocab_size, cell.hidden_act, cell.layer_norm_eps, config.mgm_tie_word_embeddings
+        )
+        self.temp = nn.Parameter(torch.tensor(float(config.temperature_init)))
+        init = partial(init_bert_weights, std=cell.initializer_range)
+        for head in (self.cell_proj, self.text_proj, self.ctm_head, self.mgm_head):
+            head.apply(init)
+        if config.gradient_checkpointing:
+            self.set_gradient_checkpointing(True)
+
+    # -- checkpoints (implemented in lightning_langcell.hub; imported lazily) ---------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path, trust_pickle: bool = False, **kwargs) -> "LangCellModel":
+        """Load any supported checkpoint (our folder, official layout, Geneformer 30M, Lightning .ckpt)
+        or registered name; see ``lightning_langcell.hub.loading.load_model``. Returns eval mode."""
+        from lightning_langcell.hub.loading import load_model
+
+        return load_model(name_or_path, trust_pickle, **kwargs)
+
+    def save_pretrained(self, directory, text_tokenizer=None, gene_vocabulary=None, overwrite: bool = False,
+                        model_card: str | None = None):
+        """Write our format (config, safetensors, gene vocabulary, text tokenizer); returns the folder.
+        See ``lightning_langcell.hub.pretrained.save_pretrained``."""
+        from lightning_langcell.hub.pretrained import save_pretrained
+
+        return save_pretrained(self, directory, text_tokenizer, gene_vocabulary, overwrite, model_card)
+
+    def export_official(self, directory, overwrite: bool = False):
+        """Write the released LangCell layout; returns the folder (``hub.official.export_official``)."""
+        from lightning_langcell.hub.official import export_official
+
+        return export_official(self, directory, overwrite)
+
+    # -- configuration switches -------------------------------------------------------------
+    def set_attn_implementation(self, implementation: str) -> None:
+        """Cell-encoder attention: ``"sdpa"`` or ``"eager"`` (the text encoder always uses SDPA)."""
+        if implementation not in ATTN_IMPLEMENTATIONS:
+            raise LangCellInputError(f"Unknown attention {implementation!r}.", f"Use one of {ATTN_IMPLEMENTATIONS}.")
+        set_attn_implementation(self.cell_bert, implementation)
+        self.config.attn_implementation = implementation
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute encoder layers in the backward pass (both encoders)."""
+        set_hf_gradient_checkpointing(self.cell_bert, enabled)
+        self.text_bert.set_gradient_checkpointing(enabled)
+        self.config.gradient_checkpointing = enabled
+
+    def temperature(self) -> torch.Tensor:
+        """The contrastive temperature, ``temp`` clamped to [temperature_min, temperature_max]."""
+        return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)
+
+    # -- encoders ---------------------------------------------------------------------------
+    def encode_cells(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells [B, L] (``<cls>`` first, 1/0 mask) → (last_hidden_state [B, L, Hc], embedding [B, E] L2-normalised)."""
+        hidden = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return hidden, F.normalize(self.cell_proj(self.pool_cells(hidden, attention_mask)), dim=-1)
+
+    def pool_cells(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Cell vector [B, Hc]: the ``<cls>`` state, or the mean over gene positions (``cell_pooling``)."""
+        if self.config.cell_pooling == "cls":
+            return hidden[:, 0]
+        genes = attention_mask[:, 1:].unsqueeze(-1).to(hidden.dtype)
+        return (hidden[:, 1:] * genes).sum(1) / genes.sum(1).clamp(min=1.0)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Texts [T, L] (``[CLS]`` first) → (CLS hidden [T, Ht], embedding [T, E] L2-normalised)."""
+        cls_hidden = self.text_bert(input_ids, attention_mask, mode="text")[:, 0]
+        return cls_hidden, F.normalize(self.text_proj(cls_hidden), dim=-1)
+
+    def precompute_cross_kv(self, cell_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer cross-attention key/value of cell states [B, Lc, Hc], reusable for many texts."""
+        return self.text_bert.precompute_cross_kv(cell_hidden)
+
+    def fusion_cls(
+        self,
+        text_input_ids: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        cell_hidden: torch.Tensor | None,
+        cell_attention_mask: torch.Tensor | None,
+        cross_kv: CrossKV | None = None,
+    ) -> torch.Tensor:
+        """CLS state [N, Ht] of the multimodal pass (text i with cell i; a batch of 1 broadcasts)."""
+        hidden = self.text_bert(
+            text_input_ids,
+            text_attention_mask,
+            encoder_hidden_states=cell_hidden,
+            encoder_attention_mask=cell_attention_mask,
+            mode="multimodal",
+            cross_kv=cross_kv,
+        )
+        return hidden[:, 0]
+
+    def match_logits(
+        self,
+        text_input_ids: torch.Tensor,
+        text_attention_mask: torch.Tensor | None,
+        cell_hidden: torch.Tensor | None,
+        cell_attention_mask: torch.Tensor | None,
+        cross_kv: CrossKV | None = None,
+    ) -> torch.Tensor:
+        """CTM logits [N, 2] (no match, match) for N (text, cell) pairs.
+
+        Cells come as ``cell_hidden`` [B, Lc, Hc] or as ``cross_kv`` from ``precompute_cross_kv``;
+        ``cell_attention_mask`` [B, Lc] is needed either way when cells are padded.
+        """
+        return self.ctm_head(
+            self.fusion_cls(text_input_ids, text_attention_mask, cell_hidden, cell_attention_mask, cross_kv)
+        )
+
+    def mgm_logits(self, last_hidden_state: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Gene logits [M, vocab] only at the masked positions (bool [B, L] or indices [M, 2])."""
+        hidden = gather_positions(last_hidden_state, positions)
+        return self.mgm_head(hidden, self.cell_bert.embeddings.word_embeddings.weight)

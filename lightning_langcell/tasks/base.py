@@ -1,0 +1,119 @@
+"""Shared plumbing of every LightningModule: building the model, freezing, AdamW + schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models import LangCellConfig, LangCellModel
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "temp")
+
+
+def build_model(
+    model: str | dict[str, Any] = "tiny",
+    text_tokenizer: str | None = None,
+    text_init: str | None = None,
+    init_from: str | None = None,
+    attn_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+) -> LangCellModel:
+    """A :class:`LangCellModel` from a preset name or config dict.
+
+    ``text_tokenizer`` fixes the text vocabulary size; ``text_init`` starts the text encoder
+    from a local HF BERT folder; ``init_from`` loads weights from a checkpoint (Lightning
+    ``.ckpt`` of our recipes, our format, or the official LangCell layout).
+    """
+    if init_from is not None:
+        from lightning_langcell.hub.loading import load_model
+
+        built = load_model(init_from)
+    else:
+        from lightning_langcell.text import load_text_tokenizer
+
+        vocab = len(load_text_tokenizer(text_tokenizer))
+        if isinstance(model, str):
+            config = LangCellConfig.preset(model, text={"vocab_size": vocab})
+        else:
+            data = dict(model)
+            data.setdefault("text", {})
+            data["text"] = {**data["text"], "vocab_size": data["text"].get("vocab_size", vocab)}
+            config = LangCellConfig.from_dict(data)
+        if text_init is not None:
+            from lightning_langcell.hub.bert_init import load_bert_into_text_encoder, text_config_from_bert
+
+            config.text = text_config_from_bert(text_init, config.cell["hidden_size"], vocab)
+            built = LangCellModel(config)
+            print(load_bert_into_text_encoder(built.text_bert, text_init))
+        else:
+            built = LangCellModel(config)
+    if attn_implementation is not None:
+        built.set_attn_implementation(attn_implementation)
+    if gradient_checkpointing:
+        built.set_gradient_checkpointing(True)
+    return built
+
+
+def freeze_modules(model: torch.nn.Module, names: Sequence[str]) -> None:
+    """Turn off gradients of the named submodules or parameters (``cell_bert``, ``temp``, ...)."""
+    for name in names:
+        try:
+            parameters = list(model.get_submodule(name).parameters())
+        except AttributeError:
+            try:
+                parameters = [model.get_parameter(name)]
+            except AttributeError:
+                children = [n for n, _ in model.named_children()]
+                raise LangCellInputError(
+                    f"Cannot freeze {name!r}: no such submodule or parameter.",
+                    f"Use a dotted path under {children} or 'temp'.",
+                ) from None
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / max(1, warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class LangCellTask(pl.LightningModule):
+    """Base LightningModule: AdamW (no decay on biases, LayerNorms, temperature), warm-up + cosine."""
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.98),
+    ):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_steps = warmup_steps
+        self.min_lr_ratio = min_lr_ratio
+        self.betas = tuple(betas)
+
+    def configure_optimizers(self):
+        decay, no_decay = [], []
+        for name, parameter in self.named_parameters():
+            if parameter.requires_grad:
+                (no_decay if any(key in name for key in NO_DECAY) else decay).append(parameter)
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.learning_rate,
+            betas=self.betas,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, self.warmup_steps, total, self.min_lr_ratio)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

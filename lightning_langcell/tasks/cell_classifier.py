@@ -1,0 +1,114 @@
+"""LangCell-CE: a linear cell-type head on the cell encoder, fine-tuned or as a linear probe."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.tasks.base import build_model, freeze_modules
+from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
+
+FEATURES = ("cls", "embedding")
+
+
+class CellTypeClassifier(CellClassificationTask):
+    """Cell encoder + ``nn.Linear`` head over the classes of the data module.
+
+    Only the cell side of the LangCell model is kept (``cell_bert``, and ``cell_proj`` for
+    ``features="embedding"``); the text encoder and heads are dropped after loading.
+
+    Args:
+        model: preset name or ``LangCellConfig`` dict (ignored with ``init_from``).
+        init_from: checkpoint to start from (official LangCell folder, our ``.ckpt``/format).
+        features: what the head reads: ``"cls"`` — the ``<cls>`` hidden state (cell hidden size,
+            512 for LangCell; the official LangCell-CE head), or ``"embedding"`` — the 256-d
+            L2-normalised cell embedding (``cell_proj`` of the ``<cls>`` state).
+        freeze_encoder: linear probing: the encoder (and projection) is frozen, kept in eval
+            mode (no dropout) and run without gradients; only the head trains.
+        head_dropout: dropout on the features before the head (training only).
+        freeze: further submodules to freeze, e.g. ``[cell_bert.embeddings, cell_bert.encoder.layer.0]``.
+        attn_implementation, gradient_checkpointing: see :func:`build_model`.
+        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and its schedule.
+    """
+
+    def __init__(
+        self,
+        model: str | dict[str, Any] = "tiny",
+        init_from: str | None = None,
+        features: str = "cls",
+        freeze_encoder: bool = False,
+        head_dropout: float = 0.0,
+        freeze: Sequence[str] = (),
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.001,
+        warmup_steps: int = 500,
+        min_lr_ratio: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+    ):
+        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
+        self.save_hyperparameters()
+        if features not in FEATURES:
+            raise LangCellInputError(f"Unknown features {features!r}.", f"Use one of {list(FEATURES)}.")
+        langcell = build_model(
+            model, init_from=init_from, attn_implementation=attn_implementation,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+        self.cell_bert = langcell.cell_bert
+        self.cell_proj = langcell.cell_proj if features == "embedding" else None
+        self.feature_size = langcell.config.embed_dim if self.cell_proj else langcell.config.cell["hidden_size"]
+        self.init_std = float(langcell.config.cell.get("initializer_range", 0.02))
+        self.freeze_encoder = freeze_encoder
+        self.dropout = nn.Dropout(head_dropout)
+        self.head: nn.Linear | None = None
+        if freeze_encoder:
+            freeze_modules(self, ["cell_bert"] + (["cell_proj"] if self.cell_proj is not None else []))
+        freeze_modules(self, freeze)
+
+    def configure_classes(self, classes: Sequence[str], class_texts: Sequence[str]) -> None:
+        """A fresh head [C, features] (normal, std = the encoder's initializer range; zero bias)."""
+        if self.head is not None and self.head.out_features == len(classes):
+            return
+        head = nn.Linear(self.feature_size, len(classes))
+        nn.init.normal_(head.weight, std=self.init_std)
+        nn.init.zeros_(head.bias)
+        self.head = head.to(self.device)
+
+    def train(self, mode: bool = True) -> "CellTypeClassifier":
+        """As ``nn.Module.train``, but a frozen encoder always stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.freeze_encoder:
+            self.cell_bert.eval()
+            if self.cell_proj is not None:
+                self.cell_proj.eval()
+        return self
+
+    def cell_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head reads: [B, hidden] ``<cls>`` states or [B, 256] normalised embeddings."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            cls = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+            if self.cell_proj is None:
+                return cls
+            return F.normalize(self.cell_proj(cls), dim=-1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class logits [B, C]."""
+        if self.head is None:
+            raise LangCellInputError(
+                "The classifier head is not built yet: the classes are unknown.",
+                "Call set_classes(classes) first, or run it through a Trainer with a LangCellDataModule.",
+            )
+        features = self.cell_features(batch["input_ids"], batch["attention_mask"])
+        return self.head(self.dropout(features))
+
+    def losses(self, outputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"cross_entropy": masked_cross_entropy(outputs, labels)}
+
+    def scores(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [B, C]."""
+        return outputs.softmax(dim=-1)

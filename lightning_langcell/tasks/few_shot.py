@@ -1,0 +1,163 @@
+"""Few-shot LangCell: fine-tune both encoders on k cells per class against the class texts.
+
+Per training batch of B cells and the C class texts (``"cell type: X. definition; "``):
+
+- CTC loss: cross-entropy over classes of ``cell_embedding · text_embedding_c / temperature``
+  (temperature fixed at 0.05, as in the released zero-shot code);
+- CTM loss: the fusion matcher scores every (cell, class text) pair; the match probability
+  ``softmax(ctm_logits)[..., 1]`` of each class is used as the class logit of a cross-entropy,
+  i.e. the negative log of the zero-shot CTM class probability (softmax of the match
+  probabilities across classes) of the true class.
+
+Prediction (val/test/predict) is the zero-shot blend ``alpha · CTC + (1 − alpha) · CTM`` of
+:func:`lightning_langcell.models.zero_shot_scores` on the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Sequence
+
+import torch
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models import ZeroShotScores, zero_shot_scores
+from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
+from lightning_langcell.tasks.base import build_model, freeze_modules
+from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
+
+LOSSES = ("ctc", "ctm")
+
+
+def class_match_logits(model, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor,
+                       text_input_ids: torch.Tensor, text_attention_mask: torch.Tensor) -> torch.Tensor:
+    """Matcher logits [B, C, 2] of every cell (states [B, Lc, Hc]) with every class text [C, Lt].
+
+    The cells' cross-attention keys/values are computed once and reused for the C texts; each
+    text is broadcast over the B cells (one fusion pass per class, as the released code does).
+    """
+    cross_kv = model.precompute_cross_kv(cell_hidden)
+    per_class = [
+        model.match_logits(text_input_ids[c : c + 1], text_attention_mask[c : c + 1], None,
+                           cell_attention_mask, cross_kv)
+        for c in range(text_input_ids.shape[0])
+    ]
+    return torch.stack(per_class, dim=1)
+
+
+def check_distinct_class_texts(classes: Sequence[str], texts: Sequence[str]) -> None:
+    """Raise when two classes share one text: cell–text scores could never tell them apart."""
+    by_text: dict[str, list[str]] = defaultdict(list)
+    for name, text in zip(classes, texts):
+        by_text[text].append(name)
+    shared = [names for names in by_text.values() if len(names) > 1]
+    if shared:
+        raise LangCellInputError(
+            f"Classes with identical class texts cannot be told apart by text: {shared}.",
+            "Give them distinct texts with data.type2text (a JSON label → text map), or merge those labels.",
+        )
+
+
+class FewShotLangCell(CellClassificationTask):
+    """Few-shot fine-tuning of the whole LangCell model (official recipe: Adam lr 1e-5, 10 epochs, batch 12).
+
+    Args:
+        model: preset name or ``LangCellConfig`` dict (ignored with ``init_from``).
+        text_tokenizer: local HF tokenizer folder (``None``: bundled vocabulary); the data module's.
+        text_max_length: tokens kept per class text.
+        init_from: checkpoint to start from (official LangCell folder, our ``.ckpt``/format).
+        alpha: weight of the CTC probabilities in the prediction blend (official 0.1).
+        temperature: divisor of the cosine similarities, in the loss and the prediction (0.05).
+        loss_weights: weights of ``ctc`` and ``ctm`` (0 switches a loss off; ``ctm: 0`` skips
+            the fusion passes in training).
+        freeze: submodules kept fixed, e.g. ``[text_bert]``; the gene head and the learnable
+            temperature are always frozen (unused here).
+        attn_implementation, gradient_checkpointing: see :func:`build_model`.
+        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and its schedule
+            (the defaults are constant-rate Adam).
+    """
+
+    uses_class_texts = True
+
+    def __init__(
+        self,
+        model: str | dict[str, Any] = "tiny",
+        text_tokenizer: str | None = None,
+        text_max_length: int = 256,
+        init_from: str | None = None,
+        alpha: float = OFFICIAL_ALPHA,
+        temperature: float = OFFICIAL_TEMPERATURE,
+        loss_weights: dict[str, float] | None = None,
+        freeze: Sequence[str] = (),
+        attn_implementation: str | None = None,
+        gradient_checkpointing: bool = False,
+        learning_rate: float = 1e-5,
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 1.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+    ):
+        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
+        self.save_hyperparameters()
+        unknown = set(loss_weights or {}) - set(LOSSES)
+        if unknown:
+            raise LangCellInputError(f"Unknown loss names {sorted(unknown)}.", f"Use {list(LOSSES)}.")
+        if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+            raise LangCellInputError(
+                f"alpha must lie in [0, 1] and temperature be > 0 (got {alpha}, {temperature}).",
+                "Use e.g. alpha=0.1, temperature=0.05 (the released values).",
+            )
+        self.loss_weights = {**dict.fromkeys(LOSSES, 1.0), **(loss_weights or {})}
+        if not any(weight > 0 for weight in self.loss_weights.values()):
+            raise LangCellInputError("Every loss weight is 0: nothing to train.", "Give ctc or ctm a weight > 0.")
+        self.alpha, self.temperature = alpha, temperature
+        self.model = build_model(model, text_tokenizer, None, init_from, attn_implementation, gradient_checkpointing)
+        freeze_modules(self.model, ["mgm_head", *freeze])
+        self.model.temp.requires_grad_(False)
+        self.class_text_tokens: dict[str, torch.Tensor] = {}
+
+    def configure_classes(self, classes: Sequence[str], class_texts: Sequence[str]) -> None:
+        """Tokenize the class texts (one per class, in class order)."""
+        if len(class_texts) != len(classes):
+            raise LangCellInputError(
+                f"{len(classes)} classes but {len(class_texts)} class texts.",
+                "Pass one text per class (LangCellDataModule.class_texts()).",
+            )
+        check_distinct_class_texts(classes, class_texts)
+        from lightning_langcell.text import load_text_tokenizer, tokenize_texts
+
+        tokenizer = load_text_tokenizer(self.hparams.text_tokenizer)
+        self.class_text_tokens = tokenize_texts(class_texts, tokenizer, self.hparams.text_max_length)
+
+    def _class_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.class_text_tokens
+        if not tokens:
+            raise LangCellInputError(
+                "The class texts are not set.",
+                "Call set_classes(classes, class_texts) first, or run it through a Trainer with a LangCellDataModule.",
+            )
+        return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> ZeroShotScores:
+        """All zero-shot scores of the batch's cells against the classes (each [B, C])."""
+        text_ids, text_mask = self._class_tokens()
+        cells, mask = batch["input_ids"], batch["attention_mask"]
+        hidden, cell_embedding = self.model.encode_cells(cells, mask)
+        _, text_embedding = self.model.encode_texts(text_ids, text_mask)
+        if self.training and self.loss_weights["ctm"] == 0:
+            ctm = torch.zeros(cells.shape[0], text_ids.shape[0], 2, device=cells.device)
+        else:
+            ctm = class_match_logits(self.model, hidden, mask, text_ids, text_mask)
+        return zero_shot_scores(cell_embedding, text_embedding, ctm, self.temperature, self.alpha)
+
+    def losses(self, outputs: ZeroShotScores, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {"ctc": outputs.ctc_logits, "ctm": outputs.ctm_match_prob}
+        return {
+            name: self.loss_weights[name] * masked_cross_entropy(logits, labels)
+            for name, logits in terms.items()
+            if self.loss_weights[name] > 0
+        }
+
+    def scores(self, outputs: ZeroShotScores) -> torch.Tensor:
+        """Blended class probabilities [B, C]."""
+        return outputs.final_probs

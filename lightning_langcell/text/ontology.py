@@ -1,0 +1,217 @@
+"""Ontology terms (label, definition, synonyms) for cell texts: CL, UBERON and MONDO.
+
+The bundled subset lives in ``resources/ontology_<PREFIX>.json.gz``, one columnar JSON file
+per ontology written by ``scripts/build_ontology_subset.py``::
+
+    {"ontology": "CL", "version": "2026-03-26", "source": "...",
+     "id": [...], "label": [...], "definition": [str | null, ...], "synonyms": [[...], ...],
+     "replaced_by": {deprecated_id: current_id}}
+
+Each ontology is read on first use only (CL ~0.2 MB, UBERON ~0.6 MB, MONDO ~1.3 MB gzip).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+from lightning_langcell.errors import LangCellInputError
+
+RESOURCE_PACKAGE = "lightning_langcell.text"
+BUNDLED_ONTOLOGIES = ("CL", "UBERON", "MONDO")
+
+_ID_PATTERN = re.compile(r"^\s*([A-Za-z][A-Za-z0-9]*)[:_](\d+)")
+_BARE_ID_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9]*[:_]\d+")
+_SEPARATORS = re.compile(r"[\s\-_]+")
+
+
+@dataclass(frozen=True)
+class OntologyTerm:
+    """One ontology class; ``definition`` is None when the ontology gives none."""
+
+    id: str
+    label: str
+    definition: str | None = None
+    synonyms: tuple[str, ...] = field(default_factory=tuple)
+
+
+def normalize_term_id(value: object) -> str | None:
+    """``"CL_0000236"``, ``" CL:0000236 (organoid)"`` → ``"CL:0000236"``; None if not an id."""
+    if not isinstance(value, str):
+        return None
+    match = _ID_PATTERN.match(value)
+    return f"{match.group(1).upper()}:{match.group(2)}" if match else None
+
+
+def is_term_id(text: object) -> bool:
+    """True for a bare ontology id such as ``"CL:0000236"`` or ``"CL_0000236"``."""
+    return isinstance(text, str) and _BARE_ID_PATTERN.fullmatch(text.strip()) is not None
+
+
+def normalize_label(text: str) -> str:
+    """Matching key: lower case, hyphens/underscores/whitespace runs → one space."""
+    return _SEPARATORS.sub(" ", text.lower()).strip()
+
+
+def _singular(key: str) -> str | None:
+    """Conservative plural → singular on the last word ("b cells" → "b cell"), else None."""
+    head, _, last = key.rpartition(" ")
+    if len(last) > 3 and last.endswith("s") and not last.endswith(("ss", "us", "is")):
+        return f"{head} {last[:-1]}".strip()
+    return None
+
+
+class _LabelIndex:
+    """Normalised label → ids and synonym → ids, for one ontology."""
+
+    def __init__(self, terms: Iterable[OntologyTerm]):
+        self.labels: dict[str, set[str]] = {}
+        self.synonyms: dict[str, set[str]] = {}
+        for term in terms:
+            self.labels.setdefault(normalize_label(term.label), set()).add(term.id)
+            for synonym in term.synonyms:
+                self.synonyms.setdefault(normalize_label(synonym), set()).add(term.id)
+
+
+class Ontology:
+    """Term look-up by id and by label/synonym over one or more ontologies.
+
+    ``terms`` maps an ontology prefix (``"CL"``) to its terms, either directly or through a
+    zero-argument loader called on first use. ``replaced_by`` maps deprecated ids to their
+    replacements (followed by :meth:`term`).
+    """
+
+    def __init__(self, terms: Mapping[str, Iterable[OntologyTerm] | Callable[[], dict]],
+                 replaced_by: Mapping[str, str] | None = None,
+                 versions: Mapping[str, str] | None = None):
+        self._sources = {prefix.upper(): source for prefix, source in terms.items()}
+        self._terms: dict[str, dict[str, OntologyTerm]] = {}
+        self._indexes: dict[str, _LabelIndex] = {}
+        self._replaced_by = dict(replaced_by or {})
+        self.versions: dict[str, str] = dict(versions or {})
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    @functools.lru_cache(maxsize=1)
+    def bundled(cls) -> "Ontology":
+        """The ontology subset shipped with the package (cached; files read lazily)."""
+        return cls({prefix: functools.partial(cls._read_bundled, prefix)
+                    for prefix in BUNDLED_ONTOLOGIES})
+
+    @classmethod
+    def from_files(cls, paths: Iterable[str | os.PathLike]) -> "Ontology":
+        """Read resource files in the bundled format (e.g. a fuller subset you built)."""
+        ontology = cls({})
+        for path in paths:
+            ontology._add_payload(_read_payload(Path(path)))
+        return ontology
+
+    @staticmethod
+    def _read_bundled(prefix: str) -> dict:
+        source = resources.files(RESOURCE_PACKAGE) / "resources" / f"ontology_{prefix}.json.gz"
+        with source.open("rb") as handle:
+            return json.loads(gzip.decompress(handle.read()))
+
+    def _add_payload(self, payload: dict) -> dict[str, OntologyTerm]:
+        prefix = payload["ontology"].upper()
+        terms = {
+            term_id: OntologyTerm(term_id, label, definition or None, tuple(synonyms))
+            for term_id, label, definition, synonyms in zip(
+                payload["id"], payload["label"], payload["definition"], payload["synonyms"])
+        }
+        self._terms[prefix] = terms
+        self._sources[prefix] = terms.values()
+        self._replaced_by.update(payload.get("replaced_by", {}))
+        if payload.get("version"):
+            self.versions[prefix] = payload["version"]
+        return terms
+
+    def _terms_of(self, prefix: str) -> dict[str, OntologyTerm]:
+        prefix = prefix.upper()
+        if prefix not in self._terms:
+            source = self._sources.get(prefix)
+            if source is None:
+                return {}
+            if callable(source):
+                return self._add_payload(source())
+            self._terms[prefix] = {term.id: term for term in source}
+        return self._terms[prefix]
+
+    # -- queries --------------------------------------------------------------------------
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(self._sources)
+
+    def terms(self, prefix: str) -> list[OntologyTerm]:
+        """Every term of one ontology (``"CL"``), in id order."""
+        return sorted(self._terms_of(prefix).values(), key=lambda term: term.id)
+
+    def term(self, term_id: str) -> OntologyTerm | None:
+        """Term for ``term_id`` (``CL:0000236`` or ``CL_0000236``), following deprecations."""
+        normalized = normalize_term_id(term_id)
+        if normalized is None:
+            return None
+        prefix = normalized.split(":", 1)[0]
+        terms = self._terms_of(prefix)
+        seen = set()
+        while normalized not in terms and normalized in self._replaced_by and normalized not in seen:
+            seen.add(normalized)
+            normalized = self._replaced_by[normalized]
+            terms = self._terms_of(normalized.split(":", 1)[0])
+        return terms.get(normalized)
+
+    def match_label(self, text: str, ontology: str | None = "CL") -> str | None:
+        """Id of the one term whose label (else synonym) equals ``text``; None if none or ambiguous.
+
+        Matching is case-insensitive, treats hyphens, underscores and whitespace runs alike,
+        and retries with the last word singular ("B cells" → "B cell"). Labels beat synonyms;
+        two different terms at the same level give None (ambiguous). ``ontology`` restricts
+        the search to one prefix; None searches every ontology.
+        """
+        if not isinstance(text, str) or not text.strip():
+            return None
+        prefixes = self.prefixes if ontology is None else (ontology.upper(),)
+        key = normalize_label(text)
+        for candidate in (key, _singular(key)):
+            if candidate is None:
+                continue
+            for level in ("labels", "synonyms"):
+                hits = set()
+                for prefix in prefixes:
+                    hits |= getattr(self._index(prefix), level).get(candidate, set())
+                if len(hits) == 1:
+                    return next(iter(hits))
+                if hits:
+                    return None
+        return None
+
+    def _index(self, prefix: str) -> _LabelIndex:
+        if prefix not in self._indexes:
+            self._indexes[prefix] = _LabelIndex(self._terms_of(prefix).values())
+        return self._indexes[prefix]
+
+    def __len__(self) -> int:
+        return sum(len(self._terms_of(prefix)) for prefix in self.prefixes)
+
+
+def _read_payload(path: Path) -> dict:
+    if not path.is_file():
+        raise LangCellInputError(
+            f"Ontology file {path} does not exist.",
+            "Pass a file written by scripts/build_ontology_subset.py.")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        payload = json.load(handle)
+    missing = {"ontology", "id", "label", "definition", "synonyms"} - set(payload)
+    if missing:
+        raise LangCellInputError(
+            f"Ontology file {path} lacks the fields {sorted(missing)}.",
+            "Rebuild it with scripts/build_ontology_subset.py.")
+    return payload

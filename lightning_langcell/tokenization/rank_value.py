@@ -1,0 +1,157 @@
+"""Rank-value encoding of many cells at once, on CSR arrays (no densifying).
+
+value = count / n_counts * 10000 / median[gene] (float64, in that order, as the official
+code), genes ranked by value descending; exactly equal values are ordered by token id
+ascending, so the output does not depend on the gene order of the file nor on the CPU.
+
+How the ranking is done: every non-zero gets one integer key. The bit pattern of a positive
+float64 is monotonic in its value, so ``d = (largest positive float64 bits) - (value bits)``
+ascends as the value descends; ``d`` minus the cell's smallest ``d``, shifted right just
+enough to fit, fills the high bits and the entry's position in its cell fills the low P bits
+(uint32 keys when cells hold < 2^16 genes: a 2,000-gene cell keeps ~2^-15 relative
+resolution). Each cell's keys are contiguous in CSR order and are sorted in place, one C call
+per cell: n log n per cell, which measured 10-30x faster than one ``np.lexsort`` over a
+4,096-cell chunk on this CPU. Keys that agree in their value bits (near-ties: ~0.1-1.5% of
+adjacent pairs in real data, exact ties included) are then put in exact order by (value desc,
+token asc) with one lexsort over those few entries.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+_MAX_POSITIVE_BITS = np.uint64(0x7FFF_FFFF_FFFF_FFFF)
+
+
+class RankedCells(NamedTuple):
+    """Ranked genes of ``len(indptr) - 1`` cells, flat: cell i is ``[indptr[i], indptr[i+1])``.
+
+    ``tokens`` int32, truncated to ``max_genes`` per cell; ``values`` float64 normalised values
+    aligned with ``tokens`` (None unless asked for); ``full_lengths`` int64: genes per cell
+    before truncation.
+    """
+
+    tokens: np.ndarray
+    values: np.ndarray | None
+    indptr: np.ndarray
+    full_lengths: np.ndarray
+
+    def split(self) -> list[np.ndarray]:
+        """One int32 array per cell (views into ``tokens``)."""
+        return np.split(self.tokens, self.indptr[1:-1]) if len(self.indptr) > 1 else []
+
+
+def normalized_values(counts: np.ndarray, n_counts_per_entry: np.ndarray, medians_per_entry: np.ndarray) -> np.ndarray:
+    """count / n_counts * 10000 / median, float64, in that operation order."""
+    values = np.divide(counts, n_counts_per_entry, dtype=np.float64)
+    values *= 10000.0
+    values /= medians_per_entry
+    return values
+
+
+def rank_value_encode(
+    counts: np.ndarray,
+    gene: np.ndarray,
+    indptr: np.ndarray,
+    n_counts: np.ndarray,
+    gene_medians: np.ndarray,
+    gene_token_ids: np.ndarray,
+    max_genes: int | None,
+    return_values: bool = False,
+) -> RankedCells:
+    """Rank the genes of each cell.
+
+    ``counts``: float64 > 0 per entry; ``gene``: int per entry, index into ``gene_medians`` /
+    ``gene_token_ids``; ``indptr``: int64 CSR row pointer (cells); ``n_counts``: float64 per
+    cell (> 0 where the cell has entries). A cell holds each gene at most once. Meant for
+    blocks of ~10^5 entries (cache-sized); the low bits of each key hold the entry's index.
+    """
+    indptr = np.asarray(indptr, dtype=np.int64)
+    n_entries, lengths = int(indptr[-1]), np.diff(indptr)
+    values = normalized_values(counts, np.repeat(n_counts, lengths), gene_medians[gene])
+    if n_entries == 0:
+        return RankedCells(gene_token_ids[gene].astype(np.int32), values if return_values else None, indptr, lengths)
+    starts = np.repeat(indptr[:-1], lengths)
+    position = np.arange(n_entries, dtype=np.int64)
+    position -= starts
+    keys, position_bits = _rank_keys(values, indptr, lengths, position)
+    _sort_segments(keys, indptr)
+    order = (keys & keys.dtype.type((1 << position_bits) - 1)).astype(np.int64)
+    order += starts
+    tokens = gene_token_ids[gene[order]].astype(np.int32, copy=False)
+    keys >>= keys.dtype.type(position_bits)
+    sorted_values = _order_near_ties(keys, indptr, order, tokens, values, return_values)
+    if max_genes is not None and lengths.max() > max_genes:
+        keep = position < max_genes
+        kept_values = None if sorted_values is None else sorted_values[keep]
+        return RankedCells(tokens[keep], kept_values, _offsets(np.minimum(lengths, max_genes)), lengths)
+    return RankedCells(tokens, sorted_values, indptr, lengths)
+
+
+def _rank_keys(values: np.ndarray, indptr: np.ndarray, lengths: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, int]:
+    """Sort keys (uint32 when a cell has < 2^16 entries, else uint64) and the position bit count.
+
+    key = (((MAX - bits(value)) - cell minimum) >> shift) << P | position in cell: ascending key
+    = descending value; the shift drops low bits so the key fits, values closer than that are
+    near-ties, put in exact order afterwards.
+    """
+    descending = np.subtract(_MAX_POSITIVE_BITS, values.view(np.uint64))
+    nonempty = lengths > 0
+    descending -= np.repeat(np.minimum.reduceat(descending, indptr[:-1][nonempty]), lengths[nonempty])
+    position_bits = max(1, int(lengths.max() - 1).bit_length())
+    key_type = np.uint32 if position_bits <= 16 else np.uint64
+    value_bits = 8 * np.dtype(key_type).itemsize - position_bits
+    shift = max(0, int(descending.max()).bit_length() - value_bits)
+    descending >>= np.uint64(shift)
+    keys = descending.astype(key_type)
+    keys <<= key_type(position_bits)
+    keys |= position.astype(key_type)
+    return keys, position_bits
+
+
+def _sort_segments(keys: np.ndarray, indptr: np.ndarray) -> None:
+    """Sort ``keys[indptr[i]:indptr[i+1]]`` in place for every i."""
+    bounds = indptr.tolist()
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        if stop - start > 1:
+            keys[start:stop].sort()
+
+
+def _order_near_ties(
+    value_keys: np.ndarray, indptr: np.ndarray, order: np.ndarray, tokens: np.ndarray, values: np.ndarray, return_values: bool
+) -> np.ndarray | None:
+    """Within runs of equal ``value_keys`` of one cell, order by (value desc, token asc): fixes
+    ``order`` and ``tokens`` in place; returns the sorted values when ``return_values``."""
+    same = value_keys[1:] == value_keys[:-1]
+    same[indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < len(value_keys))] - 1] = False  # cell boundaries
+    if same.any():
+        in_run = np.zeros(len(value_keys), dtype=bool)
+        in_run[1:] |= same
+        in_run[:-1] |= same
+        members = np.flatnonzero(in_run)
+        run_id = np.cumsum(np.concatenate(([True], ~same[members[:-1]])))
+        fixed = np.lexsort((tokens[members], -values[order[members]], run_id))
+        tokens[members] = tokens[members[fixed]]
+        order[members] = order[members[fixed]]
+    return values[order] if return_values else None
+
+
+def _offsets(lengths: np.ndarray) -> np.ndarray:
+    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    return indptr
+
+
+def same_ranking(expected: Sequence[int], actual: Sequence[int], expected_values: Sequence[float]) -> bool:
+    """True when ``actual`` equals ``expected`` up to the order inside groups of exactly equal
+    ``expected_values`` (the ranks of tied genes are interchangeable)."""
+    expected, actual = np.asarray(expected), np.asarray(actual)
+    values = np.asarray(expected_values, dtype=np.float64)[: len(expected)]
+    if expected.shape != actual.shape:
+        return False
+    if expected.size == 0:
+        return True
+    group = np.concatenate(([0], np.cumsum(values[1:] != values[:-1])))
+    return bool(np.array_equal(expected[np.lexsort((expected, group))], actual[np.lexsort((actual, group))]))

@@ -1,0 +1,191 @@
+"""``CellTokenizer``: cells (AnnData or .h5ad) -> rank-value gene token ids, streamed by chunks.
+
+Per cell: n_counts = ``obs["n_counts"]`` when present, else the cell's total over all genes
+of the file; cells with ``obs["filter_pass"] == 0`` are skipped (no column: all pass);
+value = count / n_counts * 10000 / median; non-zero genes ranked by value descending (equal
+values: token id ascending), at most ``max_genes`` kept. Tokens exclude ``<cls>``: the
+model's collator prepends it (and then keeps ``<cls>`` + the top 2047 genes, as the official
+code does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.tokenization.counts_chunks import CountsChunk, iter_counts_blocks, iter_raw_chunks, open_input
+from lightning_langcell.tokenization.gene_ids import SPECIES
+from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode
+from lightning_langcell.tokenization.vocabulary import GeneVocabulary
+
+ALGORITHM = "rank_value/geneformer-30m-v1"
+
+
+@dataclasses.dataclass
+class TokenizationReport:
+    """What happened to the cells and genes of the last input tokenised."""
+
+    source: str = ""
+    species: str = ""
+    gene_id_source: str = ""
+    n_counts_source: str = ""
+    cells_seen: int = 0
+    cells_tokenized: int = 0
+    cells_skipped_filter_pass: int = 0
+    cells_empty: int = 0
+    cells_dropped_empty: int = 0
+    cells_truncated: int = 0
+    genes_total: int = 0
+    genes_mapped_by_ensembl: int = 0
+    genes_mapped_by_symbol: int = 0
+    genes_mapped_by_ortholog: int = 0
+    genes_unmapped: int = 0
+    genes_outside_vocabulary: int = 0
+    genes_summed_into_shared_token: int = 0
+    unmapped_examples: list[str] = dataclasses.field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TokenizedChunk:
+    """Tokenised cells of one chunk.
+
+    ``tokens``: one int32 array per kept cell (views into ``flat_tokens``); ``obs``: their obs
+    rows; ``rows``: int64 row positions in the source; ``lengths``: int64 tokens per cell;
+    ``values``: float64 normalised value of each token (only with ``with_values=True``).
+    """
+
+    tokens: list[np.ndarray]
+    obs: pd.DataFrame
+    rows: np.ndarray
+    flat_tokens: np.ndarray
+    lengths: np.ndarray
+    values: list[np.ndarray] | None = None
+
+
+class CellTokenizer:
+    """Rank-value tokenizer over a ``GeneVocabulary`` (bundled Geneformer-30M by default).
+
+    ``gene_median`` / ``token_dictionary``: dict or JSON path (None: bundled). ``max_genes``:
+    genes kept per cell (None: all). ``assume_counts``: accept non-integer values.
+    ``keep_empty``: keep cells without any vocabulary gene as empty token lists (else drop
+    them). ``chunk_size``: cells read per chunk (bounds memory). ``species``: "auto", "human"
+    or "mouse" (how gene symbols are read). ``n_counts_key``: obs column of library sizes.
+    """
+
+    def __init__(
+        self,
+        gene_median: Any = None,
+        token_dictionary: Any = None,
+        max_genes: int | None = 2048,
+        assume_counts: bool = False,
+        keep_empty: bool = True,
+        chunk_size: int = 4096,
+        species: str = "auto",
+        n_counts_key: str = "n_counts",
+    ):
+        if max_genes is not None and (not isinstance(max_genes, (int, np.integer)) or max_genes < 1):
+            raise LangCellInputError(f"max_genes must be a positive integer or None, got {max_genes!r}.", "Use e.g. max_genes=2048.")
+        _check_chunk_size(chunk_size)
+        if species not in SPECIES:
+            raise LangCellInputError(f"species must be one of {SPECIES}, got {species!r}.", "Use species='auto'.")
+        self.vocabulary = GeneVocabulary.from_sources(token_dictionary=token_dictionary, gene_median=gene_median)
+        self.max_genes = None if max_genes is None else int(max_genes)
+        self.assume_counts = bool(assume_counts)
+        self.keep_empty = bool(keep_empty)
+        self.chunk_size = int(chunk_size)
+        self.species = species
+        self.n_counts_key = n_counts_key
+        self.report = TokenizationReport()
+
+    def settings(self) -> dict:
+        """JSON-able settings; everything that changes the tokens, plus ``chunk_size``."""
+        return {
+            "algorithm": ALGORITHM,
+            "vocabulary_checksum": self.vocabulary.checksum,
+            "gene_median_checksum": self.vocabulary.median_checksum,
+            "vocab_size": len(self.vocabulary),
+            "max_genes": self.max_genes,
+            "assume_counts": self.assume_counts,
+            "keep_empty": self.keep_empty,
+            "species": self.species,
+            "n_counts_key": self.n_counts_key,
+            "shared_genes": "sum",
+            "tie_order": "token_id_ascending",
+            "chunk_size": self.chunk_size,
+        }
+
+    def __repr__(self) -> str:
+        return f"CellTokenizer({self.vocabulary!r}, max_genes={self.max_genes})"
+
+    def tokenize(self, adata_or_path: Any) -> list[np.ndarray]:
+        """Ranked gene token ids (int32, without ``<cls>``) of every kept cell, in obs order."""
+        tokens: list[np.ndarray] = []
+        for chunk in self.iter_chunks(adata_or_path):
+            tokens.extend(chunk.tokens)
+        return tokens
+
+    def iter_chunks(
+        self, adata_or_path: Any, chunk_size: int | None = None, with_values: bool = False
+    ) -> Iterator[TokenizedChunk]:
+        """Tokenise ``chunk_size`` source cells at a time (a path is streamed from disk);
+        ``self.report`` is updated per chunk. ``with_values`` also returns the normalised values."""
+        chunk_size = self.chunk_size if chunk_size is None else _check_chunk_size(chunk_size)
+        opened = open_input(adata_or_path, self.vocabulary, self.species, self.n_counts_key)
+        with opened.source:
+            report = self._start_report(opened)
+            for raw in iter_raw_chunks(opened, chunk_size, self.assume_counts):
+                blocks = [
+                    (counts.rows, self._rank(counts, with_values))
+                    for counts in iter_counts_blocks(opened, raw, self.vocabulary.gene_medians.size, self.n_counts_key)
+                ]
+                rows = np.concatenate([rows for rows, _ in blocks])
+                flat = np.concatenate([ranked.tokens for _, ranked in blocks])
+                lengths = np.concatenate([np.diff(ranked.indptr) for _, ranked in blocks])
+                full_lengths = np.concatenate([ranked.full_lengths for _, ranked in blocks])
+                empty = full_lengths == 0
+                report.cells_seen += raw.stop - raw.start
+                report.cells_skipped_filter_pass += raw.stop - raw.start - rows.size
+                report.cells_empty += int(empty.sum())
+                if self.max_genes is not None:
+                    report.cells_truncated += int(np.count_nonzero(full_lengths > self.max_genes))
+                if not self.keep_empty and empty.any():
+                    report.cells_dropped_empty += int(empty.sum())
+                    rows, lengths = rows[~empty], lengths[~empty]
+                report.cells_tokenized += rows.size
+                offsets = np.cumsum(lengths)[:-1]
+                tokens = np.split(flat, offsets) if rows.size else []
+                values = None
+                if with_values:
+                    values = np.split(np.concatenate([ranked.values for _, ranked in blocks]), offsets) if rows.size else []
+                yield TokenizedChunk(tokens, opened.source.obs.iloc[rows], rows, flat, lengths, values)
+
+    def _rank(self, counts: CountsChunk, with_values: bool) -> RankedCells:
+        vocabulary = self.vocabulary
+        return rank_value_encode(
+            counts.counts, counts.gene, counts.indptr, counts.n_counts,
+            vocabulary.gene_medians, vocabulary.gene_token_ids, self.max_genes, return_values=with_values,
+        )
+
+    def _start_report(self, opened: Any) -> TokenizationReport:
+        self.report = TokenizationReport(
+            source=opened.name,
+            species=opened.mapping.species,
+            gene_id_source=opened.mapping.id_source,
+            n_counts_source=opened.n_counts_source,
+            unmapped_examples=list(opened.mapping.unmapped_examples),
+            **opened.mapping.counts(),
+        )
+        return self.report
+
+
+def _check_chunk_size(chunk_size: Any) -> int:
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+        raise LangCellInputError(f"chunk_size must be a positive integer, got {chunk_size!r}.", "Use e.g. chunk_size=4096.")
+    return int(chunk_size)

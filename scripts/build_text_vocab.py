@@ -1,0 +1,87 @@
+"""Build the bundled uncased WordPiece vocabulary of the text tokenizer.
+
+Trains a WordPiece model with the HF ``tokenizers`` library on the text of the bundled
+ontology subset (labels, definitions, synonyms of CL, UBERON, MONDO; CL weighted 3x since
+cell types are what the texts are mostly about), with the BERT uncased normaliser and
+pre-tokeniser, and writes ``lightning_langcell/text/resources/text_tokenizer/vocab.txt``:
+
+- ``[PAD]``=0, ``[UNK]``=1, ``[CLS]``=2, ``[SEP]``=3, ``[MASK]``=4 (PubMedBERT order);
+- then every printable lower-case ASCII character (so ASCII text never maps to ``[UNK]``);
+- then the learnt pieces, in a canonical order (the trainer's own id order varies between
+  runs; the set of pieces does not), so the file is reproducible byte for byte.
+
+Usage::
+
+    python scripts/build_text_vocab.py [--vocab-size 8000] [--output DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers  # noqa: E402
+
+from lightning_langcell.io_utils import atomic_file  # noqa: E402
+from lightning_langcell.text.descriptions import ASPECT_NAMES  # noqa: E402
+from lightning_langcell.text.ontology import BUNDLED_ONTOLOGIES, Ontology  # noqa: E402
+from lightning_langcell.text.text_tokenizer import SPECIAL_TOKENS, bundled_vocab_dir  # noqa: E402
+
+WEIGHTS = {"CL": 3}  # repeats of each ontology's text in the training corpus (default 1)
+EXTRA_TEXT = (*ASPECT_NAMES, "normal", "unknown", "year-old human stage", "mouse stage")
+ALPHABET = sorted({c for c in string.printable if c.strip()} - set(string.ascii_uppercase))
+
+
+def ontology_corpus(ontology: Ontology) -> list[str]:
+    """Labels, definitions and synonyms of every bundled term (weighted by ``WEIGHTS``)."""
+    corpus = list(EXTRA_TEXT)
+    for prefix in BUNDLED_ONTOLOGIES:
+        texts = []
+        for term in ontology.terms(prefix):
+            texts.append(term.label)
+            texts.extend(term.synonyms)
+            if term.definition:
+                texts.append(term.definition)
+        corpus.extend(texts * WEIGHTS.get(prefix, 1))
+    return corpus
+
+
+def train_vocab(corpus: list[str], vocab_size: int) -> list[str]:
+    """WordPiece pieces, special tokens first, then a canonical order."""
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=ALPHABET, continuing_subword_prefix="##", show_progress=False)
+    tokenizer.train_from_iterator(corpus, trainer)
+    pieces = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
+
+    def canonical(piece: str) -> tuple:
+        stem = piece.removeprefix("##")
+        return (len(stem) > 1, piece.startswith("##"), stem, piece)
+
+    return [*SPECIAL_TOKENS, *sorted(pieces, key=canonical)]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--output", type=Path, default=bundled_vocab_dir())
+    args = parser.parse_args(argv)
+    vocab = train_vocab(ontology_corpus(Ontology.bundled()), args.vocab_size)
+    target = args.output / "vocab.txt"
+    with atomic_file(target, "w") as handle:
+        handle.write("".join(f"{piece}\n" for piece in vocab))
+    target.chmod(0o644)
+    print(f"{len(vocab)} pieces -> {target}")
+
+
+if __name__ == "__main__":
+    main()
