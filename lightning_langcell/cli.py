@@ -47,8 +47,22 @@ def _tokenize(argv: Sequence[str]) -> dict:
     )
 
 
+def _convert(argv: Sequence[str]):
+    from lightning_langcell.hub.convert import convert_main
+
+    return convert_main(argv)
+
+
+def _pretrained(argv: Sequence[str]):
+    from lightning_langcell.hub.convert import pretrained_main
+
+    return pretrained_main(argv)
+
+
 EXTRA_COMMANDS: dict[str, tuple[Callable[[Sequence[str]], object], str]] = {
     "tokenize": (_tokenize, "tokenize .h5ad files into a memory-mapped cell corpus"),
+    "convert": (_convert, "convert a checkpoint to our format (--to ours) or the official layout"),
+    "pretrained": (_pretrained, "list the registered checkpoints and where they are found here"),
 }
 
 

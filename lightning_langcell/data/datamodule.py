@@ -194,6 +194,8 @@ class LangCellDataModule(pl.LightningDataModule):
         if hp.k_shot:
             if labels is None:
                 raise LangCellInputError("k_shot needs labels.", "Set data.label_column.")
+            pool = pool[labels[pool] >= 0]  # unlabelled cells are neither shots nor test cells
+            pool_labels = named[pool]
             train_local, rest_local = k_shot_indices(pool_labels, hp.k_shot, hp.seed)
             train, rest = pool[train_local], pool[rest_local]
             if hp.split_by is None:

@@ -16,9 +16,15 @@ from pathlib import Path
 from typing import Sequence
 
 from lightning_langcell.errors import CheckpointError
-from lightning_langcell.hub.loading import load_gene_vocabulary_for, load_model, load_text_tokenizer_for
+from lightning_langcell.hub.loading import (
+    detect_layout,
+    load_gene_vocabulary_for,
+    load_model,
+    load_text_tokenizer_for,
+    resolve_checkpoint,
+)
 from lightning_langcell.hub.official import export_official
-from lightning_langcell.hub.pretrained import VOCABULARY_DIR, save_pretrained, write_gene_vocabulary
+from lightning_langcell.hub.pretrained import VOCABULARY_DIR, load_pretrained, save_pretrained, write_gene_vocabulary
 from lightning_langcell.io_utils import atomic_directory
 
 TARGETS = ("ours", "official")
@@ -49,10 +55,17 @@ def convert_command(
     target = Path(dst)
     if target.exists() and not overwrite:
         raise CheckpointError(f"{target} exists.", "Choose a new folder or pass --overwrite.")
-    geneformer_args = {"text_source": text_source} if text_source is not None else {}
-    model = load_model(src, trust_pickle, **geneformer_args)
-    vocabulary = load_gene_vocabulary_for(src)
-    tokenizer = load_text_tokenizer(text_tokenizer) if text_tokenizer is not None else load_text_tokenizer_for(src)
+    source = resolve_checkpoint(src)
+    if detect_layout(source) == "ours" and text_source is None:
+        bundle = load_pretrained(source)
+        model, vocabulary, tokenizer = bundle.model, bundle.gene_vocabulary, bundle.text_tokenizer
+    else:
+        geneformer_args = {"text_source": text_source} if text_source is not None else {}
+        model = load_model(source, trust_pickle, **geneformer_args)
+        vocabulary = load_gene_vocabulary_for(source)
+        tokenizer = None if text_tokenizer is not None else load_text_tokenizer_for(source)
+    if text_tokenizer is not None:
+        tokenizer = load_text_tokenizer(text_tokenizer)
     if to == "ours":
         return save_pretrained(model, target, tokenizer, vocabulary, overwrite=overwrite, source=str(src))
     return export_official_with_parts(model, target, tokenizer, vocabulary, overwrite)

@@ -141,7 +141,8 @@ def _text_side(
         def load_bert(model: LangCellModel) -> LoadReport:
             report = LoadReport()
             report.extend(load_bert_into_text_encoder(model.text_bert, source), "text_bert.")
-            report.initialized += [f"{n}.{k}" for n in ("text_proj", "ctm_head") for k in getattr(model, n).state_dict()]
+            for name in ("text_proj", "ctm_head"):
+                report.initialized += [f"{name}.{key}" for key in getattr(model, name).state_dict()]
             return report
 
         return config, load_bert, None

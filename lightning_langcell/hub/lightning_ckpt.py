@@ -81,7 +81,8 @@ def _config_from_hyper_parameters(hparams: dict[str, Any], state: dict, path: Pa
             raise CheckpointError(
                 f"{path} was built with text_init={text_init!r}, which is not here, and it does not store "
                 f"'{CKPT_CONFIG_KEY}'; the text encoder's shape is unknown.",
-                "Make the text_init folder available, or re-save the checkpoint from a task with LangCellCheckpointMixin.",
+                "Make the text_init folder available, or re-save the checkpoint from a task with "
+                "LangCellCheckpointMixin.",
             )
         from lightning_langcell.hub.bert_init import text_config_from_bert
 

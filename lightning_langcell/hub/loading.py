@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 LIGHTNING_SUFFIXES = (".ckpt", ".pt", ".pth")
 OFFICIAL_TOKENIZER_DIRS = (TEXT_TOKENIZER_DIR, "tokenizer")
 BIOMEDBERT_ROWS = (30522, 30524)  # without / with [DEC], [ENC]
+#: Parts a layout never holds (fresh or unused by design): logged at INFO, not WARNING.
+EXPECTED_GAPS = {"official": ("mgm_head.", "text_bert.pooler.")}
 LAYOUT_HELP = (
     "Expected one of: our format (config.json naming lightning_langcell + model.safetensors), the official "
     "layout (cell_bert/, text_bert/, cell_proj.bin, text_proj.bin, ctm_head.bin), a Geneformer 30M folder "
@@ -122,7 +124,11 @@ def load_model_with_report(
             from lightning_langcell.hub.lightning_ckpt import load_lightning_checkpoint
 
             model, report = load_lightning_checkpoint(path, attn_implementation)
-    logger.info("load_model(%s): %s layout at %s\n%s", name_or_path, layout, path, report)
+    # Like HF, warn when weights were left fresh or were not used, unless the layout never holds them.
+    expected = EXPECTED_GAPS.get(layout, ())
+    surprising = [key for key in report.initialized + report.unused if not key.startswith(expected)]
+    log = logger.warning if surprising else logger.info
+    log("load_model(%s): %s layout at %s\n%s", name_or_path, layout, path, report)
     return model, report
 
 
@@ -156,7 +162,8 @@ def _official_text_tokenizer(path: Path):
     if rows in BIOMEDBERT_ROWS:
         return load_text_tokenizer(resolve_pretrained("biomedbert"))
     tokenizer = load_text_tokenizer()
-    check_text_tokenizer_fits(len(tokenizer), rows, f"{path} (no tokenizer/ folder; tried the bundled one)", strict=True)
+    where = f"{path} (no tokenizer/ folder; tried the bundled one)"
+    check_text_tokenizer_fits(len(tokenizer), rows, where, strict=True)
     return tokenizer
 
 

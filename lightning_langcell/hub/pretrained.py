@@ -16,6 +16,7 @@ folder: pass it as the data module's ``text_tokenizer``.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -68,31 +69,41 @@ def is_pretrained_dir(path: str | os.PathLike) -> bool:
 
 
 # -- parts: gene vocabulary and text tokenizer -----------------------------------------------------
+def _canonical_bytes(mapping) -> bytes:
+    """Canonical JSON (sorted keys, compact, ASCII): its sha256 is ``GeneVocabulary``'s checksum."""
+    return json.dumps(dict(mapping), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
 def write_gene_vocabulary(vocabulary, directory: Path) -> None:
-    """Token and gene-median dictionaries as gzip JSON (deterministic bytes) in ``directory``."""
+    """Token and gene-median dictionaries as gzip canonical JSON (deterministic bytes) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     for name, mapping in ((TOKEN_FILE, vocabulary.token_to_id), (MEDIAN_FILE, vocabulary.gene_median)):
-        raw = json.dumps(dict(mapping), separators=(",", ":")).encode("utf-8")
-        (directory / name).write_bytes(gzip.compress(raw, mtime=0))
+        (directory / name).write_bytes(gzip.compress(_canonical_bytes(mapping), compresslevel=6, mtime=0))
 
 
 def read_gene_vocabulary(directory: Path):
-    """The ``GeneVocabulary`` stored by :func:`write_gene_vocabulary`."""
+    """The ``GeneVocabulary`` stored by :func:`write_gene_vocabulary` (the bundled one, shared, when
+    the files hold exactly its content)."""
     from lightning_langcell.tokenization import GeneVocabulary
 
-    parts = []
+    raw = []
     for name in (TOKEN_FILE, MEDIAN_FILE):
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"Missing {path}.", "Copy the complete checkpoint folder, or re-save it.")
         try:
-            parts.append(json.loads(gzip.decompress(path.read_bytes())))
-        except (OSError, EOFError, ValueError) as error:
+            raw.append(gzip.decompress(path.read_bytes()))
+        except (OSError, EOFError) as error:
             raise CheckpointError(f"Cannot read {path}: {error}.", "Re-save or re-download the checkpoint.") from error
+    bundled = GeneVocabulary.bundled()
+    if [hashlib.sha256(part).hexdigest() for part in raw] == [bundled.checksum, bundled.median_checksum]:
+        return bundled
     try:
-        return GeneVocabulary(*parts)
-    except LangCellInputError as error:
-        raise CheckpointError(f"{directory} holds an invalid gene vocabulary: {error.problem}", error.fix) from error
+        return GeneVocabulary(*(json.loads(part) for part in raw))
+    except ValueError as error:  # JSON errors and LangCellInputError (invalid dictionaries)
+        problem = getattr(error, "problem", str(error))
+        raise CheckpointError(f"{directory} holds an invalid gene vocabulary: {problem}",
+                              "Re-save or re-download the checkpoint.") from error
 
 
 def text_tokenizer_identity(tokenizer) -> dict[str, Any]:

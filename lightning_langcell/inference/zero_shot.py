@@ -23,7 +23,8 @@ Exact mode computes the same numbers as the official per-class loop, but:
 Top-k mode (``top_k=k``): the matcher runs only on the k classes with the highest CTC
 probability of each cell. Its class softmax is taken over those k candidates; the other classes
 get CTM probability 0, so ``final = alpha · CTC + (1 − alpha) · CTM_k`` still sums to 1 and the
-prediction is always a candidate. ``k = C`` gives exactly the exact-mode results.
+prediction is always a candidate. ``k = C`` gives exactly the exact-mode results; ``k = 1`` needs
+no matcher pass (a softmax over one candidate is 1): the prediction is the CTC argmax.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class _PackedLayout:
     packed: torch.Tensor  # flat index b·T + offset + j of every real token
     padded: torch.Tensor  # flat index (b·K + k)·L + j of the same tokens
     source: torch.Tensor  # flat index c·L + j into the class prefix
+    cls: torch.Tensor  # flat packed index of each pair's [CLS], [B·K]
     width: int  # T
 
 
@@ -152,7 +154,8 @@ def _packed_layout(candidates: torch.Tensor, lengths: torch.Tensor, max_length: 
     packed = (cell * width + offsets[..., None] + position)[real]
     padded = (pair * max_length + position)[real]
     source = (candidates[..., None] * max_length + position)[real]
-    return _PackedLayout(packed, padded, source, width)
+    cls = (cell[..., 0] * width + offsets).reshape(-1)
+    return _PackedLayout(packed, padded, source, cls, width)
 
 
 def _pad(states: torch.Tensor, layout: _PackedLayout, pairs: int, max_length: int) -> torch.Tensor:
@@ -170,29 +173,28 @@ def _unpad(states: torch.Tensor, layout: _PackedLayout, n_cells: int) -> torch.T
 
 
 def _packed_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, self_mask: torch.Tensor,
-                           max_length: int) -> torch.Tensor:
-    """Self-attention sub-block of every text, each on its own tokens: packed [B, T, H] in and out.
+                           max_length: int, cls_only: bool) -> torch.Tensor:
+    """Self-attention sub-block of every text over its own tokens, from packed states [B, T, H].
 
-    Projections run packed; only the attention core sees the padded per-text view.
+    Projections run packed; only the attention core sees the padded per-text view. Returns the
+    packed states [B, T, H], or with ``cls_only`` the ``[CLS]`` states [B·K, 1, H].
     """
     projections = layer.attention.self
-    n_cells, pairs = hidden.shape[0], self_mask.shape[0]
-    query, key, value = (_pad(linear(hidden), layout, pairs, max_length)
-                         for linear in (projections.query, projections.key, projections.value))
+    pairs = self_mask.shape[0]
+    key, value = (_pad(linear(hidden), layout, pairs, max_length) for linear in (projections.key, projections.value))
+    if cls_only:
+        residual = hidden.reshape(-1, hidden.shape[-1])[layout.cls][:, None]
+        query = projections.query(residual)
+    else:
+        residual = hidden
+        query = _pad(projections.query(hidden), layout, pairs, max_length)
     context = torch.nn.functional.scaled_dot_product_attention(
         projections.split_heads(query), projections.split_heads(key), projections.split_heads(value),
         attn_mask=self_mask,
-    )
-    context = _unpad(context.transpose(1, 2).flatten(2), layout, n_cells)
-    return layer.attention.output(context, hidden)
-
-
-def _cls_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, self_mask: torch.Tensor,
-                        max_length: int) -> torch.Tensor:
-    """Self-attention sub-block for the [CLS] queries only: packed [B, T, H] → [B·K, 1, H]."""
-    pairs = self_mask.shape[0]
-    padded = _pad(hidden, layout, pairs, max_length)
-    return _self_attention(layer, padded, self_mask, cls_only=True)
+    ).transpose(1, 2).flatten(2)
+    if not cls_only:
+        context = _unpad(context, layout, hidden.shape[0])
+    return layer.attention.output(context, residual)
 
 
 def fused_match_logits(
@@ -213,6 +215,8 @@ def fused_match_logits(
     max_length, width = prefix.hidden.shape[1], prefix.hidden.shape[2]
     flat = candidates.reshape(-1)
     self_mask = prefix.self_mask[flat]
+    if cell_attention_mask is not None and bool(cell_attention_mask.all()):
+        cell_attention_mask = None  # no padded cell: SDPA without a mask is faster, same numbers
     cross_mask = cell_cross_attention_mask(cell_attention_mask, prefix.hidden.dtype)
     if len(layers) == 1:  # the prefix already holds only [CLS]
         hidden = prefix.hidden[flat].view(n_cells, k, width)
@@ -222,11 +226,10 @@ def fused_match_logits(
         hidden[layout.packed] = prefix.hidden.reshape(-1, width)[layout.source]
         hidden = hidden.view(n_cells, layout.width, width)
     for index, (layer, key_value) in enumerate(zip(layers, cross_kv)):
-        last = index == len(layers) - 1
-        if index > 0 and last:
-            hidden = _cls_self_attention(layer, hidden, layout, self_mask, max_length).view(n_cells, k, width)
+        if index == len(layers) - 1 and index > 0:  # the matcher reads [CLS] only
+            hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length, True).view(n_cells, k, width)
         elif index > 0:
-            hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length)
+            hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length, False)
         hidden = layer.crossattention(hidden, key_value, cross_mask)
         hidden = layer.output(layer.intermediate(hidden), hidden)
     return model.ctm_head(hidden)
@@ -312,8 +315,11 @@ class ZeroShotScorer:
             candidates = torch.arange(n_classes, device=ctc_probs.device).expand(n_cells, -1)
         else:
             candidates = top_k_candidates(ctc_probs, self.top_k)
-        candidate_match = self.match_probability(cell_hidden, attention_mask, candidates)
-        match_prob.scatter_(1, candidates, candidate_match)
+        if candidates.shape[1] > 1:
+            candidate_match = self.match_probability(cell_hidden, attention_mask, candidates)
+            match_prob.scatter_(1, candidates, candidate_match)
+        else:  # a softmax over one candidate is 1 whatever the matcher says: skip it
+            candidate_match = torch.ones(candidates.shape, dtype=ctc_probs.dtype, device=ctc_probs.device)
         ctm_probs, final = combine_scores(ctc_probs, candidate_match, candidates, self.alpha)
         return ZeroShotOutput(cell_embedding, ctc_probs, match_prob, ctm_probs, final, final.argmax(dim=-1),
                               candidates)

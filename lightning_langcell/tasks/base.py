@@ -10,6 +10,7 @@ import torch
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models import LangCellConfig, LangCellModel
+from lightning_langcell.tasks.checkpointing import LangCellCheckpointMixin
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "temp")
 
@@ -84,7 +85,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-class LangCellTask(pl.LightningModule):
+class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
     """Base LightningModule: AdamW (no decay on biases, LayerNorms, temperature), warm-up + cosine."""
 
     def __init__(

@@ -18,6 +18,8 @@ class LangCellCheckpointMixin:
     LightningModule base: ``class Task(LangCellCheckpointMixin, LangCellTask)``)."""
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CKPT_CONFIG_KEY] = self.model.config.to_dict()
-        checkpoint[CKPT_FORMAT_KEY] = FORMAT_VERSION
+        model = getattr(self, "model", None)
+        if model is not None and hasattr(model, "config"):
+            checkpoint[CKPT_CONFIG_KEY] = model.config.to_dict()
+            checkpoint[CKPT_FORMAT_KEY] = FORMAT_VERSION
         super().on_save_checkpoint(checkpoint)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models import LangCellModel
 from lightning_langcell.tasks.base import LangCellTask
 from lightning_langcell.tasks.metrics import (
     IGNORE_INDEX,
@@ -112,6 +113,8 @@ class CellClassificationTask(LangCellTask, ABC):
                 f"{type(self).__name__} reads its classes from a LangCellDataModule.",
                 "Pass datamodule=LangCellDataModule(...) to the Trainer (the CLI's `data:` section).",
             )
+        if not datamodule.classes and stage == "predict":
+            return  # unlabelled cells to annotate: the classes come with the checkpoint (on_load_checkpoint)
         texts = datamodule.class_texts() if self.uses_class_texts and datamodule.classes else []
         self.set_classes(datamodule.classes, texts)
         if stage == "fit":
@@ -170,9 +173,10 @@ class CellClassificationTask(LangCellTask, ABC):
         self._test_rows = []
         metrics = {name.split("/", 1)[1]: value for name, value in values.items()}
         self.last_results = self.results_record(metrics, len(rows))
+        directory = self.trainer.log_dir  # a broadcast under DDP: every rank asks
         if self.trainer.is_global_zero:
             predictions = {"cell_index": rows[:, 0], "target": rows[:, 1], "prediction": rows[:, 2]}
-            path = write_results(self.trainer.log_dir, self.last_results, predictions, self.classes)
+            path = write_results(directory, self.last_results, predictions, self.classes)
             self.print(f"Test results written to {path}")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -222,6 +226,10 @@ class CellClassificationTask(LangCellTask, ABC):
 
     # --------------------------------------------------------------- checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the classes, class texts and training cells (and, for a task holding a whole
+        ``LangCellModel`` as ``self.model``, its config: ``LangCellCheckpointMixin``)."""
+        if isinstance(getattr(self, "model", None), LangCellModel):
+            super().on_save_checkpoint(checkpoint)
         saved: dict[str, Any] = {"classes": list(self.classes), "class_texts": list(self.class_texts)}
         trainer = getattr(self, "_trainer", None)
         splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
@@ -238,11 +246,12 @@ class CellClassificationTask(LangCellTask, ABC):
         elif list(saved["classes"]) != self.classes:
             raise LangCellInputError(
                 f"The checkpoint was trained on classes {list(saved['classes'])}, the data has {self.classes}.",
-                "Test on the data (and data.label_column) the checkpoint was trained with.",
+                "Evaluate on the data (and data.label_column) it was trained with; to annotate other "
+                "cells, predict with data.label_column null.",
             )
         trainer = getattr(self, "_trainer", None)
         splits = getattr(getattr(trainer, "datamodule", None), "splits", None) or {}
-        if "train_cells" in saved and "test" in splits:
+        if "train_cells" in saved and "test" in splits and not trainer.predicting:
             leaked = np.intersect1d(saved["train_cells"].cpu().numpy(), splits["test"])
             if leaked.size:
                 raise LangCellInputError(

@@ -9,19 +9,23 @@ Per training batch of B cells and the C class texts (``"cell type: X. definition
   i.e. the negative log of the zero-shot CTM class probability (softmax of the match
   probabilities across classes) of the true class.
 
-Prediction (val/test/predict) is the zero-shot blend ``alpha · CTC + (1 − alpha) · CTM`` of
-:func:`lightning_langcell.models.zero_shot_scores` on the fine-tuned model.
+Prediction (val/test/predict) is the zero-shot blend ``alpha · CTC + (1 − alpha) · CTM`` on the
+fine-tuned model, computed by the zero-shot engine
+(:class:`lightning_langcell.inference.zero_shot.ZeroShotScorer`: class texts embedded once per
+evaluation epoch, fused matcher passes). Training uses the differentiable per-class passes of
+:func:`class_match_logits`; both give the same numbers.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.models import ZeroShotScores, zero_shot_scores
+from lightning_langcell.models import zero_shot_scores
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 from lightning_langcell.tasks.base import build_model, freeze_modules
 from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
@@ -45,6 +49,20 @@ def class_match_logits(model, cell_hidden: torch.Tensor, cell_attention_mask: to
     return torch.stack(per_class, dim=1)
 
 
+@dataclass(frozen=True)
+class FewShotScores:
+    """Scores of B cells against C classes, each [B, C].
+
+    ``ctc_logits``: logits of the CTC softmax (similarity / temperature in training; the
+    log-probabilities, equal up to a per-cell constant, in evaluation); ``match_prob``: matcher
+    probability of each (cell, class) pair; ``final_probs``: the blended class probabilities.
+    """
+
+    ctc_logits: torch.Tensor
+    match_prob: torch.Tensor
+    final_probs: torch.Tensor
+
+
 def check_distinct_class_texts(classes: Sequence[str], texts: Sequence[str]) -> None:
     """Raise when two classes share one text: cell–text scores could never tell them apart."""
     by_text: dict[str, list[str]] = defaultdict(list)
@@ -63,8 +81,8 @@ class FewShotLangCell(CellClassificationTask):
 
     Args:
         model: preset name or ``LangCellConfig`` dict (ignored with ``init_from``).
-        text_tokenizer: local HF tokenizer folder (``None``: bundled vocabulary); the data module's.
-        text_max_length: tokens kept per class text.
+        text_tokenizer: text tokenizer of the class texts (a local folder or a registered name);
+            ``None``: the one that goes with ``init_from`` (the bundled vocabulary without it).
         init_from: checkpoint to start from (official LangCell folder, our ``.ckpt``/format).
         alpha: weight of the CTC probabilities in the prediction blend (official 0.1).
         temperature: divisor of the cosine similarities, in the loss and the prediction (0.05).
@@ -83,7 +101,6 @@ class FewShotLangCell(CellClassificationTask):
         self,
         model: str | dict[str, Any] = "tiny",
         text_tokenizer: str | None = None,
-        text_max_length: int = 256,
         init_from: str | None = None,
         alpha: float = OFFICIAL_ALPHA,
         temperature: float = OFFICIAL_TEMPERATURE,
@@ -115,19 +132,30 @@ class FewShotLangCell(CellClassificationTask):
         freeze_modules(self.model, ["mgm_head", *freeze])
         self.model.temp.requires_grad_(False)
         self.class_text_tokens: dict[str, torch.Tensor] = {}
+        self._scorer = None  # the zero-shot engine of the current evaluation epoch
 
     def configure_classes(self, classes: Sequence[str], class_texts: Sequence[str]) -> None:
-        """Tokenize the class texts (one per class, in class order)."""
+        """Tokenize the class texts (one per class, in class order; ``[C, L]`` padded)."""
         if len(class_texts) != len(classes):
             raise LangCellInputError(
                 f"{len(classes)} classes but {len(class_texts)} class texts.",
                 "Pass one text per class (LangCellDataModule.class_texts()).",
             )
         check_distinct_class_texts(classes, class_texts)
-        from lightning_langcell.text import load_text_tokenizer, tokenize_texts
+        from lightning_langcell.inference.annotate import tokenize_class_texts
 
-        tokenizer = load_text_tokenizer(self.hparams.text_tokenizer)
-        self.class_text_tokens = tokenize_texts(class_texts, tokenizer, self.hparams.text_max_length)
+        self.class_text_tokens = tokenize_class_texts(list(class_texts), self.text_tokenizer(), self.model)
+
+    def text_tokenizer(self):
+        """The tokenizer of the class texts: ``text_tokenizer``, else the one of ``init_from``."""
+        from lightning_langcell.text import load_text_tokenizer
+
+        path, init_from = self.hparams.text_tokenizer, self.hparams.init_from
+        if path is None and init_from is not None:
+            from lightning_langcell.hub.loading import load_text_tokenizer_for
+
+            return load_text_tokenizer_for(init_from)
+        return load_text_tokenizer(path)
 
     def _class_tokens(self) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.class_text_tokens
@@ -138,26 +166,60 @@ class FewShotLangCell(CellClassificationTask):
             )
         return tokens["input_ids"].to(self.device), tokens["attention_mask"].to(self.device)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> ZeroShotScores:
-        """All zero-shot scores of the batch's cells against the classes (each [B, C])."""
-        text_ids, text_mask = self._class_tokens()
-        cells, mask = batch["input_ids"], batch["attention_mask"]
-        hidden, cell_embedding = self.model.encode_cells(cells, mask)
-        _, text_embedding = self.model.encode_texts(text_ids, text_mask)
-        if self.training and self.loss_weights["ctm"] == 0:
-            ctm = torch.zeros(cells.shape[0], text_ids.shape[0], 2, device=cells.device)
-        else:
-            ctm = class_match_logits(self.model, hidden, mask, text_ids, text_mask)
-        return zero_shot_scores(cell_embedding, text_embedding, ctm, self.temperature, self.alpha)
+    def _zero_shot_scorer(self):
+        """The zero-shot engine on the model as it is now (class texts embedded once)."""
+        from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
 
-    def losses(self, outputs: ZeroShotScores, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        terms = {"ctc": outputs.ctc_logits, "ctm": outputs.ctm_match_prob}
+        texts = encode_class_texts(self.model, *self._class_tokens())
+        return ZeroShotScorer(self.model, texts, alpha=self.alpha, temperature=self.temperature)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> FewShotScores:
+        """Scores of the batch's cells against the classes: differentiable in training (or with
+        gradients on), else from the zero-shot engine (the model must then be in eval mode)."""
+        cells, mask = batch["input_ids"], batch["attention_mask"]
+        if self.training or torch.is_grad_enabled():
+            text_ids, text_mask = self._class_tokens()
+            hidden, cell_embedding = self.model.encode_cells(cells, mask)
+            _, text_embedding = self.model.encode_texts(text_ids, text_mask)
+            if self.loss_weights["ctm"] == 0:
+                ctm = torch.zeros(cells.shape[0], text_ids.shape[0], 2, device=cells.device)
+            else:
+                ctm = class_match_logits(self.model, hidden, mask, text_ids, text_mask)
+            scores = zero_shot_scores(cell_embedding, text_embedding, ctm, self.temperature, self.alpha)
+            return FewShotScores(scores.ctc_logits, scores.ctm_match_prob, scores.final_probs)
+        out = (self._scorer or self._zero_shot_scorer())(cells, mask)
+        return FewShotScores(out.ctc_probs.log(), out.match_prob, out.final_probs)
+
+    def losses(self, outputs: FewShotScores, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        terms = {"ctc": outputs.ctc_logits, "ctm": outputs.match_prob}
         return {
             name: self.loss_weights[name] * masked_cross_entropy(logits, labels)
             for name, logits in terms.items()
             if self.loss_weights[name] > 0
         }
 
-    def scores(self, outputs: ZeroShotScores) -> torch.Tensor:
+    def scores(self, outputs: FewShotScores) -> torch.Tensor:
         """Blended class probabilities [B, C]."""
         return outputs.final_probs
+
+    # the model is fixed during an evaluation epoch: embed the class texts once per epoch
+    def on_validation_epoch_start(self) -> None:
+        self._scorer = self._zero_shot_scorer()
+
+    def on_validation_epoch_end(self) -> None:
+        self._scorer = None
+        super().on_validation_epoch_end()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        self._scorer = self._zero_shot_scorer()
+
+    def on_test_epoch_end(self) -> None:
+        self._scorer = None
+        super().on_test_epoch_end()
+
+    def on_predict_epoch_start(self) -> None:
+        self._scorer = self._zero_shot_scorer()
+
+    def on_predict_epoch_end(self) -> None:
+        self._scorer = None

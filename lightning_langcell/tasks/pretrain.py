@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from lightning_langcell.objectives import (
@@ -40,6 +42,10 @@ class LangCellPretraining(LangCellTask):
         attn_implementation: cell-encoder attention (``sdpa`` or ``eager``).
         gradient_checkpointing: recompute activations in backward (memory for time).
         learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and schedule.
+        deterministic_steps: reseed torch's global RNG (dropout) before every training step from
+            (``seed_everything`` seed, global step, rank), so a run resumed from a checkpoint
+            draws the same dropout masks as an uninterrupted one (Lightning does not restore
+            the global RNG).
     """
 
     def __init__(
@@ -58,6 +64,7 @@ class LangCellPretraining(LangCellTask):
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.98),
+        deterministic_steps: bool = True,
     ):
         super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
         self.save_hyperparameters()
@@ -70,6 +77,7 @@ class LangCellPretraining(LangCellTask):
         weights.update(loss_weights or {})
         self.loss_weights = weights
         self.cell_cell_temperature = cell_cell_temperature
+        self.deterministic_steps = deterministic_steps
         self.model = build_model(model, text_tokenizer, text_init, init_from, attn_implementation, gradient_checkpointing)
         freeze_modules(self.model, freeze)
 
@@ -81,6 +89,13 @@ class LangCellPretraining(LangCellTask):
         generator = torch.Generator(device=device)
         generator.manual_seed(1_000_003 * (self.global_step + 1) + self.global_rank)
         return generator
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """With ``deterministic_steps``, seed the global RNG (dropout) per (seed, step, rank)."""
+        if self.deterministic_steps:
+            base = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+            state = np.random.SeedSequence([base, self.global_step, self.global_rank]).generate_state(1, np.uint64)
+            torch.manual_seed(int(state[0]))
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total loss and a dict of every loss and statistic for logging."""

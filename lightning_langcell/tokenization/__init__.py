@@ -1,7 +1,8 @@
 """Gene vocabulary (bundled Geneformer-30M dictionaries + ``<cls>``) and the rank-value tokenizer."""
 
+from lightning_langcell.tokenization.bundled import ResourceIntegrityError
 from lightning_langcell.tokenization.gene_ids import GeneMapping, resolve_genes, strip_version
-from lightning_langcell.tokenization.medians import compute_gene_medians
+from lightning_langcell.tokenization.medians import compute_gene_medians, write_gene_medians
 from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode, same_ranking
 from lightning_langcell.tokenization.tokenizer import CellTokenizer, TokenizationReport, TokenizedChunk
 from lightning_langcell.tokenization.vocabulary import CLS_ID, MASK_ID, PAD_ID, GeneVocabulary
@@ -14,6 +15,7 @@ __all__ = [
     "GeneMapping",
     "GeneVocabulary",
     "RankedCells",
+    "ResourceIntegrityError",
     "TokenizationReport",
     "TokenizedChunk",
     "compute_gene_medians",
@@ -21,4 +23,5 @@ __all__ = [
     "resolve_genes",
     "same_ranking",
     "strip_version",
+    "write_gene_medians",
 ]

@@ -1,8 +1,9 @@
 """Read a cells x genes counts matrix by chunks of rows, from an AnnData or an .h5ad path.
 
 A path is read with h5py directly: ``obs`` and ``var`` are loaded, ``X`` is never loaded
-whole when it is CSR or dense on disk, so memory is bounded by the chunk size. A CSC matrix
-on disk cannot be read by rows cheaply: it is loaded and converted once (with a warning).
+whole when it is CSR or dense on disk, so memory is bounded by the chunk size (dense rows are
+read 2^24 values at a time and kept as CSR). A CSC matrix cannot be read by rows cheaply: an
+in-memory one is converted to CSR once; one on disk is loaded and converted (with a warning).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ try:  # anndata >= 0.11
     from anndata.io import read_elem
 except ImportError:  # pragma: no cover - anndata 0.10
     from anndata.experimental import read_elem
+
+
+DENSE_PIECE = 1 << 24  # values of a dense X read at once (64 MiB of float32)
 
 
 class RowChunk(NamedTuple):
@@ -132,12 +136,18 @@ class CellSource:
             if self._kind == "backed":
                 block = self._matrix[start:stop]
                 return _from_scipy(block if sp.issparse(block) else sp.csr_matrix(np.asarray(block)))
-            return _from_scipy(sp.csr_matrix(np.asarray(self._matrix[start:stop])))
+            return self._read_dense(start, stop)
         except (OSError, ValueError) as error:
             raise LangCellInputError(
                 f"{self.name}: rows {start}-{stop} of X could not be read: the file is truncated or corrupted ({error}).",
                 "Pass a complete .h5ad file; re-copy or re-download it.",
             ) from error
+
+    def _read_dense(self, start: int, stop: int) -> RowChunk:
+        """Dense rows, densified at most ``DENSE_PIECE`` values at a time, as CSR."""
+        step = max(1, DENSE_PIECE // max(1, self.shape[1]))
+        pieces = [sp.csr_matrix(np.asarray(self._matrix[i : min(i + step, stop)])) for i in range(start, stop, step)]
+        return _from_scipy(sp.vstack(pieces, format="csr") if len(pieces) > 1 else pieces[0])
 
     def close(self) -> None:
         if self._file is not None:

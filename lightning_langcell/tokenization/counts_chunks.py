@@ -33,7 +33,7 @@ class CountsChunk:
     """Kept cells of source rows ``[start, stop)`` as CSR over vocabulary genes.
 
     ``rows`` int64 source row of each kept cell; ``n_counts`` float64 library size per kept
-    cell; ``indptr`` int64 (len(rows) + 1); ``gene`` int32 vocabulary gene position and
+    cell; ``indptr`` int64 (len(rows) + 1); ``token`` int32 token id of the gene and
     ``counts`` float64 > 0 per entry (each gene at most once per cell).
     """
 
@@ -42,7 +42,7 @@ class CountsChunk:
     rows: np.ndarray
     n_counts: np.ndarray
     indptr: np.ndarray
-    gene: np.ndarray
+    token: np.ndarray
     counts: np.ndarray
 
     @property
@@ -103,10 +103,11 @@ def iter_raw_chunks(opened: OpenedInput, chunk_size: int, assume_counts: bool) -
         check_counts(raw.data, assume_counts, f"{source.name} (X rows {start}-{stop})")
         n_counts = _row_sums(raw.data, raw.indptr) if opened.n_counts is None else opened.n_counts[start:stop]
         yield RawChunk(start, stop, raw, opened.passes[start:stop], n_counts)
+        del raw, n_counts  # free this chunk before the next one is read
 
 
 def iter_counts_blocks(
-    opened: OpenedInput, chunk: RawChunk, n_genes: int, n_counts_key: str = "n_counts", block_entries: int = BLOCK_ENTRIES
+    opened: OpenedInput, chunk: RawChunk, vocab_size: int, n_counts_key: str = "n_counts", block_entries: int = BLOCK_ENTRIES
 ) -> Iterator[CountsChunk]:
     """The kept cells of ``chunk`` over vocabulary genes, in blocks of consecutive rows of about
     ``block_entries`` stored values (small enough to stay in CPU cache while ranked)."""
@@ -114,17 +115,17 @@ def iter_counts_blocks(
     targets = np.arange(block_entries, int(indptr_all[-1]), block_entries)
     bounds = np.unique(np.concatenate(([0], np.searchsorted(indptr_all, targets), [len(indptr_all) - 1])))
     for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        yield _counts_block(opened, chunk, first, last, n_genes, n_counts_key)
+        yield _counts_block(opened, chunk, first, last, vocab_size, n_counts_key)
 
 
-def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, n_genes: int, n_counts_key: str) -> CountsChunk:
+def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, vocab_size: int, n_counts_key: str) -> CountsChunk:
     """Rows ``[first, last)`` of ``chunk`` (positions inside the chunk) as a ``CountsChunk``."""
     raw, mapping = chunk.raw, opened.mapping
     lo, hi = int(raw.indptr[first]), int(raw.indptr[last])
     data, row_ptr = raw.data[lo:hi], raw.indptr[first : last + 1] - lo
     passes = chunk.passes[first:last]
-    gene = mapping.gene_index[raw.indices[lo:hi]]
-    keep = gene >= 0
+    token = mapping.token_id[raw.indices[lo:hi]]
+    keep = token >= 0
     keep &= data != 0
     if not passes.all():
         keep &= np.repeat(passes, np.diff(row_ptr))
@@ -136,13 +137,14 @@ def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, n
         lengths = np.diff(kept_before[row_ptr])[passes]
         indptr = np.zeros(lengths.size + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        gene, counts = gene[keep], data[keep].astype(np.float64)
+        token, counts = token[keep], data[keep].astype(np.float64)
     if mapping.n_merged:
-        gene, counts, indptr = _sum_shared_genes(gene, counts, indptr, n_genes)
+        token, counts, indptr = _sum_shared_genes(token, counts, indptr, vocab_size)
     rows = chunk.start + first + np.flatnonzero(passes)
     n_counts = np.asarray(chunk.n_counts[first:last], dtype=np.float64)[passes]
-    check_n_counts_positive(n_counts, np.diff(indptr), n_counts_key, f"{opened.name} (X rows {rows[:1]}...)")
-    return CountsChunk(chunk.start + first, chunk.start + last, rows, n_counts, indptr, gene, counts)
+    where = f"{opened.name} (X rows {chunk.start + first}-{chunk.start + last})"
+    check_n_counts_positive(n_counts, np.diff(indptr), n_counts_key, where)
+    return CountsChunk(chunk.start + first, chunk.start + last, rows, n_counts, indptr, token, counts)
 
 
 def _row_sums(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
@@ -154,8 +156,8 @@ def _row_sums(data: np.ndarray, indptr: np.ndarray) -> np.ndarray:
     return sums
 
 
-def _sum_shared_genes(gene: np.ndarray, counts: np.ndarray, indptr: np.ndarray, n_genes: int) -> tuple:
-    """Sum entries of one cell that reach the same vocabulary gene (sorts genes per cell)."""
-    matrix = sp.csr_matrix((counts, gene, indptr), shape=(len(indptr) - 1, n_genes))
+def _sum_shared_genes(token: np.ndarray, counts: np.ndarray, indptr: np.ndarray, vocab_size: int) -> tuple:
+    """Sum entries of one cell that reach the same token (sorts tokens per cell)."""
+    matrix = sp.csr_matrix((counts, token, indptr), shape=(len(indptr) - 1, vocab_size))
     matrix.sum_duplicates()
     return matrix.indices.astype(np.int32, copy=False), matrix.data, matrix.indptr.astype(np.int64)

@@ -12,7 +12,12 @@ Where the identifiers come from, in order: ``var["ensembl_id"]``, ``var["feature
   -> human ortholog.
 
 Several source genes reaching the same vocabulary gene (e.g. ``PISD`` and ``Pisd`` with one
-Ensembl id, or two mouse paralogs with one human ortholog) have their counts **summed**.
+Ensembl id, or two mouse paralogs with one human ortholog) have their counts **summed**, so
+each token appears at most once per cell (the official code would emit it twice).
+Duplicated ``var_names`` are refused instead (``input_checks``). Report categories: mapped
+by Ensembl id / by symbol / by ortholog; outside the vocabulary (a human Ensembl id without a
+median); unmapped (no route: unknown symbol, other species, mouse gene without an ortholog in
+the vocabulary).
 """
 
 from __future__ import annotations
@@ -42,11 +47,11 @@ UNMAPPED, BY_ENSEMBL, BY_SYMBOL, BY_ORTHOLOG, OUTSIDE_VOCABULARY = range(5)
 class GeneMapping:
     """Where each source gene (column of X) goes.
 
-    ``gene_index``: int32 per source column, position in the vocabulary's gene arrays, -1 when
-    the gene is not tokenised. ``route``: int8 per source column (the constants above).
+    ``token_id``: int32 per source column, the vocabulary token id of the gene, -1 when the
+    gene is not tokenised. ``route``: int8 per source column (the constants above).
     """
 
-    gene_index: np.ndarray
+    token_id: np.ndarray
     route: np.ndarray
     species: str
     id_source: str
@@ -55,12 +60,12 @@ class GeneMapping:
     @functools.cached_property
     def n_merged(self) -> int:
         """Source genes whose counts are summed into a vocabulary gene reached by another."""
-        mapped = self.gene_index[self.gene_index >= 0]
+        mapped = self.token_id[self.token_id >= 0]
         return int(mapped.size - np.unique(mapped).size)
 
     @property
     def n_tokenised(self) -> int:
-        return int(np.count_nonzero(self.gene_index >= 0))
+        return int(np.count_nonzero(self.token_id >= 0))
 
     def counts(self) -> dict[str, int]:
         route_counts = np.bincount(self.route, minlength=5)
@@ -128,13 +133,12 @@ def resolve_genes(var: pd.DataFrame, vocabulary: GeneVocabulary, species: str = 
     identifiers, id_source = gene_identifiers(var)
     if species == "auto":
         species = detect_species(identifiers)
-    index = vocabulary.gene_index
-    route, gene_index, unmapped = resolve_identifiers(identifiers, index, species)
-    return GeneMapping(gene_index, route, species, id_source, tuple(unmapped[:5]))
+    route, token_id, unmapped = resolve_identifiers(identifiers, vocabulary.gene_token_id, species)
+    return GeneMapping(token_id, route, species, id_source, tuple(unmapped[:5]))
 
 
-def resolve_identifiers(identifiers: np.ndarray, gene_index: Mapping[str, int], species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(route int8, vocabulary position int32 or -1, unmapped identifiers) per identifier."""
+def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int], species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(route int8, token id int32 or -1, unmapped identifiers) per identifier."""
     human_symbols, mouse_symbols, mouse_ensembl = _symbol_maps()
     ids = pd.Series(identifiers, dtype=object)
     stable = ids.str.extract(ENSEMBL_ID, expand=False)
@@ -147,7 +151,7 @@ def resolve_identifiers(identifiers: np.ndarray, gene_index: Mapping[str, int], 
     target[is_symbol] = ids[is_symbol].map(mouse_symbols if species == "mouse" else human_symbols)
     hit = np.where(is_mouse_id | (is_symbol & (species == "mouse")), BY_ORTHOLOG, np.where(is_symbol, BY_SYMBOL, BY_ENSEMBL))
     found = target.notna().to_numpy()
-    position = target.map(pd.Series(gene_index, dtype=np.int64)).to_numpy(dtype=np.float64)
+    position = target.map(pd.Series(gene_token_id, dtype=np.int64)).to_numpy(dtype=np.float64)
     in_vocabulary = ~np.isnan(position)
     route = np.where(in_vocabulary, hit, np.where(found, OUTSIDE_VOCABULARY, UNMAPPED)).astype(np.int8)
     position = np.where(in_vocabulary, position, -1).astype(np.int32)

@@ -75,7 +75,7 @@ def _gene_fraction(names: np.ndarray, vocabulary: GeneVocabulary) -> float:
     sample = names[: NAME_SAMPLE]
     if not sample.size:
         return 0.0
-    _, position, _ = resolve_identifiers(sample, vocabulary.gene_index, detect_species(sample))
+    _, position, _ = resolve_identifiers(sample, vocabulary.gene_token_id, detect_species(sample))
     return float(np.mean(position >= 0))
 
 
@@ -83,7 +83,7 @@ def check_orientation_and_mapping(
     obs: pd.DataFrame, var: pd.DataFrame, mapping: GeneMapping, vocabulary: GeneVocabulary, where: str
 ) -> None:
     """Refuse a cells x genes matrix stored transposed, and a file none of whose genes maps."""
-    tokenised = mapping.n_tokenised / max(1, mapping.gene_index.size)
+    tokenised = mapping.n_tokenised / max(1, mapping.token_id.size)
     if tokenised < 0.05:
         obs_names, var_names = clean_strings(obs.index), clean_strings(var.index)
         if _gene_fraction(obs_names, vocabulary) > 0.5 or _barcode_fraction(var_names) > 0.5:

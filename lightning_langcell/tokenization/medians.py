@@ -14,12 +14,14 @@ geometric centre of the median's bin, within about ``10**(9 / bins / 2)`` relati
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Iterable
 
 import numpy as np
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.io_utils import atomic_file
 from lightning_langcell.tokenization.bundled import load_json_mapping, load_resource
 from lightning_langcell.tokenization.counts_chunks import iter_counts_blocks, iter_raw_chunks, open_input
 from lightning_langcell.tokenization.rank_value import normalized_values
@@ -45,19 +47,25 @@ def compute_gene_medians(
     if not isinstance(bins, int) or bins < 2:
         raise LangCellInputError(f"bins must be an integer >= 2, got {bins!r}.", "Use bins=1024.")
     vocabulary = _unit_median_vocabulary(token_dictionary)
-    n_genes = vocabulary.gene_medians.size
-    accumulator = _ExactMedians(n_genes) if method == "exact" else _HistogramMedians(n_genes, bins)
+    n_tokens = len(vocabulary)
+    accumulator = _ExactMedians(n_tokens) if method == "exact" else _HistogramMedians(n_tokens, bins)
     for item in _input_list(paths_or_adatas):
         opened = open_input(item, vocabulary, species, n_counts_key)
         with opened.source:
             for raw in iter_raw_chunks(opened, chunk_size, assume_counts):
-                for block in iter_counts_blocks(opened, raw, n_genes, n_counts_key):
+                for block in iter_counts_blocks(opened, raw, n_tokens, n_counts_key):
                     n_counts = np.repeat(block.n_counts, block.lengths)
-                    values = normalized_values(block.counts, n_counts, vocabulary.gene_medians[block.gene])
-                    accumulator.add(block.gene, values)
+                    values = normalized_values(block.counts, n_counts, vocabulary.median_by_token[block.token])
+                    accumulator.add(block.token, values)
     medians = accumulator.medians()
     detected = np.flatnonzero(~np.isnan(medians))
-    return {str(vocabulary.gene_ids[i]): float(medians[i]) for i in detected}
+    return {vocabulary.id_to_token[i]: float(medians[i]) for i in detected}
+
+
+def write_gene_medians(medians: dict[str, float], path: str | os.PathLike) -> None:
+    """Write ``medians`` as a JSON object (exact float64 round-trip), atomically."""
+    with atomic_file(path, "w") as handle:
+        json.dump(medians, handle, sort_keys=True)
 
 
 def _input_list(items: Any) -> list:

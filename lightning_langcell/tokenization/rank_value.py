@@ -40,7 +40,13 @@ class RankedCells(NamedTuple):
 
     def split(self) -> list[np.ndarray]:
         """One int32 array per cell (views into ``tokens``)."""
-        return np.split(self.tokens, self.indptr[1:-1]) if len(self.indptr) > 1 else []
+        return split_flat(self.tokens, self.indptr)
+
+
+def split_flat(flat: np.ndarray, indptr: np.ndarray) -> list[np.ndarray]:
+    """``[flat[indptr[i]:indptr[i + 1]] for each i]`` as views (faster than ``np.split``)."""
+    bounds = np.asarray(indptr).tolist()
+    return [flat[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
 def normalized_values(counts: np.ndarray, n_counts_per_entry: np.ndarray, medians_per_entry: np.ndarray) -> np.ndarray:
@@ -53,26 +59,25 @@ def normalized_values(counts: np.ndarray, n_counts_per_entry: np.ndarray, median
 
 def rank_value_encode(
     counts: np.ndarray,
-    gene: np.ndarray,
+    token: np.ndarray,
     indptr: np.ndarray,
     n_counts: np.ndarray,
-    gene_medians: np.ndarray,
-    gene_token_ids: np.ndarray,
+    median_by_token: np.ndarray,
     max_genes: int | None,
     return_values: bool = False,
 ) -> RankedCells:
     """Rank the genes of each cell.
 
-    ``counts``: float64 > 0 per entry; ``gene``: int per entry, index into ``gene_medians`` /
-    ``gene_token_ids``; ``indptr``: int64 CSR row pointer (cells); ``n_counts``: float64 per
-    cell (> 0 where the cell has entries). A cell holds each gene at most once. Meant for
+    ``counts``: float64 > 0 per entry; ``token``: int token id per entry; ``indptr``: int64 CSR
+    row pointer (cells); ``n_counts``: float64 per cell (> 0 where the cell has entries);
+    ``median_by_token``: float64 gene median indexed by token id. A cell holds each token once. Meant for
     blocks of ~10^5 entries (cache-sized); the low bits of each key hold the entry's index.
     """
     indptr = np.asarray(indptr, dtype=np.int64)
     n_entries, lengths = int(indptr[-1]), np.diff(indptr)
-    values = normalized_values(counts, np.repeat(n_counts, lengths), gene_medians[gene])
+    values = normalized_values(counts, np.repeat(n_counts, lengths), median_by_token[token])
     if n_entries == 0:
-        return RankedCells(gene_token_ids[gene].astype(np.int32), values if return_values else None, indptr, lengths)
+        return RankedCells(token.astype(np.int32), values if return_values else None, indptr, lengths)
     starts = np.repeat(indptr[:-1], lengths)
     position = np.arange(n_entries, dtype=np.int64)
     position -= starts
@@ -80,7 +85,7 @@ def rank_value_encode(
     _sort_segments(keys, indptr)
     order = (keys & keys.dtype.type((1 << position_bits) - 1)).astype(np.int64)
     order += starts
-    tokens = gene_token_ids[gene[order]].astype(np.int32, copy=False)
+    tokens = token[order].astype(np.int32, copy=False)
     keys >>= keys.dtype.type(position_bits)
     sorted_values = _order_near_ties(keys, indptr, order, tokens, values, return_values)
     if max_genes is not None and lengths.max() > max_genes:
@@ -125,13 +130,17 @@ def _order_near_ties(
     """Within runs of equal ``value_keys`` of one cell, order by (value desc, token asc): fixes
     ``order`` and ``tokens`` in place; returns the sorted values when ``return_values``."""
     same = value_keys[1:] == value_keys[:-1]
-    same[indptr[1:-1][(indptr[1:-1] > 0) & (indptr[1:-1] < len(value_keys))] - 1] = False  # cell boundaries
-    if same.any():
+    boundaries = indptr[1:-1]
+    same[boundaries[(boundaries > 0) & (boundaries < len(value_keys))] - 1] = False
+    pairs = np.flatnonzero(same)  # entry i and i + 1 are near-tied
+    if pairs.size:
         in_run = np.zeros(len(value_keys), dtype=bool)
-        in_run[1:] |= same
-        in_run[:-1] |= same
+        in_run[pairs] = True
+        in_run[pairs + 1] = True
         members = np.flatnonzero(in_run)
-        run_id = np.cumsum(np.concatenate(([True], ~same[members[:-1]])))
+        linked = np.zeros(members.size, dtype=bool)  # member joined to the one before it
+        linked[1:] = same[members[1:] - 1]
+        run_id = np.cumsum(~linked)
         fixed = np.lexsort((tokens[members], -values[order[members]], run_id))
         tokens[members] = tokens[members[fixed]]
         order[members] = order[members[fixed]]

@@ -19,7 +19,7 @@ import pandas as pd
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.tokenization.counts_chunks import CountsChunk, iter_counts_blocks, iter_raw_chunks, open_input
 from lightning_langcell.tokenization.gene_ids import SPECIES
-from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode
+from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode, split_flat
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
 
 ALGORITHM = "rank_value/geneformer-30m-v1"
@@ -143,7 +143,7 @@ class CellTokenizer:
             for raw in iter_raw_chunks(opened, chunk_size, self.assume_counts):
                 blocks = [
                     (counts.rows, self._rank(counts, with_values))
-                    for counts in iter_counts_blocks(opened, raw, self.vocabulary.gene_medians.size, self.n_counts_key)
+                    for counts in iter_counts_blocks(opened, raw, len(self.vocabulary), self.n_counts_key)
                 ]
                 rows = np.concatenate([rows for rows, _ in blocks])
                 flat = np.concatenate([ranked.tokens for _, ranked in blocks])
@@ -159,18 +159,19 @@ class CellTokenizer:
                     report.cells_dropped_empty += int(empty.sum())
                     rows, lengths = rows[~empty], lengths[~empty]
                 report.cells_tokenized += rows.size
-                offsets = np.cumsum(lengths)[:-1]
-                tokens = np.split(flat, offsets) if rows.size else []
+                offsets = np.concatenate(([0], np.cumsum(lengths)))
+                tokens = split_flat(flat, offsets)
                 values = None
                 if with_values:
-                    values = np.split(np.concatenate([ranked.values for _, ranked in blocks]), offsets) if rows.size else []
+                    values = split_flat(np.concatenate([ranked.values for _, ranked in blocks]), offsets)
                 yield TokenizedChunk(tokens, opened.source.obs.iloc[rows], rows, flat, lengths, values)
+                del raw, blocks, flat, tokens, values  # free this chunk before the next one is read
 
     def _rank(self, counts: CountsChunk, with_values: bool) -> RankedCells:
         vocabulary = self.vocabulary
         return rank_value_encode(
-            counts.counts, counts.gene, counts.indptr, counts.n_counts,
-            vocabulary.gene_medians, vocabulary.gene_token_ids, self.max_genes, return_values=with_values,
+            counts.counts, counts.token, counts.indptr, counts.n_counts,
+            vocabulary.median_by_token, self.max_genes, return_values=with_values,
         )
 
     def _start_report(self, opened: Any) -> TokenizationReport:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
@@ -33,12 +35,13 @@ class GeneVocabulary:
     ``token_to_id``: read-only Mapping token -> id (specials included). ``gene_median``:
     read-only Mapping Ensembl id -> non-zero median (float64) of the genes that are
     tokenised. Aligned read-only arrays over those genes, in ``gene_median`` order:
-    ``gene_ids`` (str), ``gene_token_ids`` (int32), ``gene_medians`` (float64).
+    ``gene_ids`` (str), ``gene_token_ids`` (int32), ``gene_medians`` (float64); and
+    ``median_by_token`` (float64 [len(vocabulary)], NaN for tokens without a median).
     """
 
     __slots__ = (
-        "_token_to_id", "_gene_median", "_id_to_token", "_gene_index",
-        "gene_ids", "gene_token_ids", "gene_medians", "checksum", "median_checksum",
+        "_token_to_id", "_gene_median", "_id_to_token", "_gene_index", "_gene_token_id",
+        "gene_ids", "gene_token_ids", "gene_medians", "median_by_token", "checksum", "median_checksum",
     )
 
     def __init__(self, token_to_id: Mapping[str, int], gene_median: Mapping[str, float]):
@@ -55,6 +58,10 @@ class GeneVocabulary:
         set_(self, "gene_ids", _read_only(np.array(list(medians), dtype=object)))
         set_(self, "gene_token_ids", _read_only(np.array([tokens[g] for g in medians], dtype=np.int32)))
         set_(self, "gene_medians", _read_only(np.array(list(medians.values()), dtype=np.float64)))
+        set_(self, "_gene_token_id", MappingProxyType({gene: tokens[gene] for gene in medians}))
+        median_by_token = np.full(len(tokens), np.nan)
+        median_by_token[self.gene_token_ids] = self.gene_medians
+        set_(self, "median_by_token", _read_only(median_by_token))
         set_(self, "checksum", canonical_sha256(tokens))
         set_(self, "median_checksum", canonical_sha256(medians))
 
@@ -74,16 +81,9 @@ class GeneVocabulary:
         """
         if token_dictionary is None and gene_median is None:
             return cls.bundled()
-        tokens = (
-            load_json_mapping(token_dictionary, "token_dictionary")
-            if token_dictionary is not None
-            else dict(load_resource("token_dictionary.json.gz"))
-        )
-        if gene_median is not None:
-            medians = load_json_mapping(gene_median, "gene_median")
-        else:
-            medians = {g: m for g, m in load_resource("gene_median_dictionary.json.gz").items() if g in tokens}
-        return cls(tokens, medians)
+        if all(source is None or isinstance(source, (str, os.PathLike)) for source in (token_dictionary, gene_median)):
+            return _vocabulary_from_files(_file_key(token_dictionary), _file_key(gene_median))
+        return _build_vocabulary(token_dictionary, gene_median)
 
     # ------------------------------------------------------------------ read-only API
     def __setattr__(self, name: str, value: Any) -> None:
@@ -124,6 +124,11 @@ class GeneVocabulary:
         return self._gene_index
 
     @property
+    def gene_token_id(self) -> Mapping[str, int]:
+        """Ensembl id -> token id, for the genes that are tokenised (those with a median)."""
+        return self._gene_token_id
+
+    @property
     def pad_id(self) -> int:
         return self._token_to_id[PAD_TOKEN]
 
@@ -134,6 +139,33 @@ class GeneVocabulary:
     @property
     def cls_id(self) -> int:
         return self._token_to_id[CLS_TOKEN]
+
+
+def _file_key(path: Any) -> tuple | None:
+    """(resolved path, mtime, size): a cache key that changes when the file does."""
+    if path is None:
+        return None
+    stat = Path(path).stat() if Path(path).is_file() else None
+    return (str(Path(path).resolve()), stat.st_mtime_ns if stat else 0, stat.st_size if stat else -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocabulary_from_files(token_key: tuple | None, median_key: tuple | None) -> GeneVocabulary:
+    """Vocabulary from JSON files, built once per file version."""
+    return _build_vocabulary(*(None if key is None else key[0] for key in (token_key, median_key)))
+
+
+def _build_vocabulary(token_dictionary: Any, gene_median: Any) -> GeneVocabulary:
+    tokens = (
+        load_json_mapping(token_dictionary, "token_dictionary")
+        if token_dictionary is not None
+        else dict(load_resource("token_dictionary.json.gz"))
+    )
+    if gene_median is not None:
+        medians = load_json_mapping(gene_median, "gene_median")
+    else:
+        medians = {g: m for g, m in load_resource("gene_median_dictionary.json.gz").items() if g in tokens}
+    return GeneVocabulary(tokens, medians)
 
 
 @functools.lru_cache(maxsize=1)

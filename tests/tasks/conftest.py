@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-
-PBMC = "data/cells/pbmc68k_reduced.h5ad"  # 700 human PBMCs, 10 types, smallest class 8 cells
-LUNG = "data/cells/mouse_lung_injury.h5ad"  # 549 mouse lung cells, 11 types, one with 1 cell
+from classification_checks import PBMC
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +30,7 @@ def run_cli(repo_root, corpus_cache, tmp_path, monkeypatch):
     from lightning_langcell.cli import main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lightning_langcell"])  # pytest's own arguments are not the CLI's
 
     def run(command: str, recipe: str, *extra: str, data: str = PBMC):
         args = [
@@ -53,25 +49,3 @@ def run_cli(repo_root, corpus_cache, tmp_path, monkeypatch):
         return main(args)
 
     return run
-
-
-def read_results(run_dir: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """``test_results.json`` and the columns of ``test_predictions.csv`` of a run folder."""
-    results = json.loads((run_dir / "test_results.json").read_text())
-    with open(run_dir / results["predictions_file"], newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = {key: np.array([int(row[key]) for row in rows]) for key in ("cell_index", "label", "prediction")}
-    columns["label_name"] = np.array([row["label_name"] for row in rows])
-    return results, columns
-
-
-def sklearn_metrics(labels: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
-    """The four reported metrics recomputed independently with scikit-learn."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-
-    return {
-        "accuracy": accuracy_score(labels, predictions),
-        "balanced_accuracy": balanced_accuracy_score(labels, predictions),
-        "macro_f1": f1_score(labels, predictions, average="macro"),
-        "weighted_f1": f1_score(labels, predictions, average="weighted"),
-    }

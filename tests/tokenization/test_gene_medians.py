@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tokenization import CellTokenizer, compute_gene_medians
+from lightning_langcell.tokenization import CellTokenizer, compute_gene_medians, write_gene_medians
 
 from tokenization_helpers import counts_adata, expected_tokens
 
@@ -47,7 +47,8 @@ def test_histogram_medians_are_within_one_percent():
 
 def test_user_medians_drive_the_tokenizer(tmp_path, vocabulary):
     medians = compute_gene_medians(_corpus())
-    (tmp_path / "medians.json").write_text(json.dumps(medians))
+    write_gene_medians(medians, tmp_path / "medians.json")
+    assert json.loads((tmp_path / "medians.json").read_text()) == medians
     tokenizer = CellTokenizer(gene_median=tmp_path / "medians.json")
     x = np.array([[2, 5, 7]])
     tokens = tokenizer.tokenize(counts_adata(x, [A, B, C], obs={"n_counts": [100.0]}))[0]

@@ -5,7 +5,6 @@ import hashlib
 import json
 import shutil
 
-import numpy as np
 import pytest
 
 from lightning_langcell.errors import LangCellInputError
@@ -76,6 +75,8 @@ def test_custom_dictionaries_from_dicts_and_paths(tmp_path, vocabulary):
     from_paths = CellTokenizer(gene_median=tmp_path / "medians.json", token_dictionary=tmp_path / "tokens.json")
     from_dicts = CellTokenizer(gene_median=medians, token_dictionary=tokens)
     assert from_paths.vocabulary == from_dicts.vocabulary
+    again = CellTokenizer(gene_median=tmp_path / "medians.json", token_dictionary=tmp_path / "tokens.json")
+    assert again.vocabulary is from_paths.vocabulary  # built once per file version
     custom = from_dicts.vocabulary
     assert len(custom) == 6 and custom.cls_id == 5
     assert list(custom.gene_token_ids) == [2, 3]

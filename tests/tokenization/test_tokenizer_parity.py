@@ -111,7 +111,10 @@ def test_backed_in_memory_and_matrix_formats_agree(official_dir):
     backed.file.close()
 
 
-def test_backed_file_with_dense_and_csc_x(official_dir, tmp_path):
+def test_backed_file_with_dense_and_csc_x(official_dir, tmp_path, monkeypatch):
+    from lightning_langcell.tokenization import cell_source
+
+    monkeypatch.setattr(cell_source, "DENSE_PIECE", 3000)  # dense rows read ~3 at a time
     adata = anndata.read_h5ad(official_dir / "real_pbmc68k_50cells.h5ad")
     reference = CellTokenizer().tokenize(adata)
     for name, convert in (("dense", lambda x: x.toarray()), ("csc", sp.csc_matrix)):

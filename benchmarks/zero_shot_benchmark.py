@@ -1,0 +1,229 @@
+"""Zero-shot speed: ours (exact and top-k) vs the official per-class algorithm, same weights.
+
+    python -m benchmarks.zero_shot_benchmark                  # official sizes, 8 cells x 1,000 genes, 8 classes
+    python -m benchmarks.zero_shot_benchmark --quick          # tiny model, seconds (a smoke run)
+    python -m benchmarks.zero_shot_benchmark --cells 4 --scaling 1,2,4 --ks 1,2,4
+
+Model: ``LangCellConfig.preset("langcell")`` (12-layer cell encoder 512 wide, 12-layer text
+encoder 768 wide) with seeded random weights: every tensor random (LayerNorm weights 1 ± 0.2,
+biases N(0, 0.1), weights N(0, 1/fan_in)) so the matcher's scores differ between classes and
+prediction agreement means something. Cells: ``--genes`` distinct random genes each, ``<cls>``
+first (length genes + 1). Classes: PBMC cell types as CL ids, texts "cell type: X. definition; "
+with the bundled text tokenizer (23-81 tokens). fp32, ``torch.set_num_threads(--threads)``.
+
+Cases (each times everything after the model is built: cell encoding, class texts, scores):
+
+- ``official``: the released algorithm — cell encoder with eager attention (transformers 4.39,
+  as the official code ran), each class text embedded alone, then for each class its text
+  repeated for every cell and one full multimodal pass (``match_logits``; cross-attention
+  key/value recomputed per class), official blend (alpha 0.1).
+- ``ours exact``: :class:`ZeroShotScorer` (SDPA, cross-attention K/V once per cell batch, fused
+  packed pass over all classes, last layer on ``[CLS]`` only).
+- ``ours top-k``: the matcher on each cell's k best CTC classes only.
+- ``cell encoder only`` / ``ours alpha=1``: the floor no matcher variant can go below.
+
+Agreement = fraction of cells whose prediction equals the official one; max |Δp| = largest
+difference of final probabilities. A second table times ``ours exact`` at several cell counts
+(cost linear in cells → constant cells/s). Random deep models map all cells to nearly the same
+state, so the agreement of top-k there says little: a third table (``--real-data``, default
+``data/cells/pbmc68k_reduced.h5ad``: 700 real PBMCs, 10 classes with CL definitions) scores
+real cells with the tiny official-layout test model for every k and reports agreement with the
+exact predictions, accuracy and speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+PBMC_CLASSES = ("CL:0000236", "CL:0001054", "CL:0000623", "CL:0000451", "CL:0000625", "CL:0000895",
+                "CL:0002396", "CL:0000897")
+
+
+def randomise(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter random (see the module docstring), reproducibly."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.ndim == 0:  # the temperature (unused: inference uses 0.05)
+                continue
+            if name.endswith("LayerNorm.weight"):
+                value = 1.0 + 0.2 * torch.randn(parameter.shape, generator=generator)
+            elif parameter.ndim == 1:
+                value = 0.1 * torch.randn(parameter.shape, generator=generator)
+            else:
+                value = torch.randn(parameter.shape, generator=generator) / math.sqrt(parameter.shape[-1])
+            parameter.copy_(value)
+
+
+def class_ids(count: int) -> list[str]:
+    """The PBMC types, then further CL terms with a definition (sorted by id)."""
+    from lightning_langcell.text import Ontology
+
+    ids = list(PBMC_CLASSES[:count])
+    for term in sorted(Ontology.bundled().terms("CL"), key=lambda t: t.id):
+        if len(ids) >= count:
+            break
+        if term.definition and term.id not in ids:
+            ids.append(term.id)
+    return ids
+
+
+def build_inputs(args):
+    from lightning_langcell.inference.classes import candidate_classes
+    from lightning_langcell.models import LangCellConfig, LangCellModel
+    from lightning_langcell.text import load_text_tokenizer, tokenize_texts
+    from lightning_langcell.tokenization import CLS_ID
+
+    torch.manual_seed(args.seed)
+    tokenizer = load_text_tokenizer()
+    preset = "tiny" if args.quick else "langcell"
+    model = LangCellModel(LangCellConfig.preset(preset, text={"vocab_size": len(tokenizer)})).eval()
+    randomise(model, args.seed)
+    texts = candidate_classes(class_ids(args.classes)).texts
+    encoded = tokenize_texts(texts, tokenizer)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    n_cells = max([args.cells, *args.scaling])
+    genes = torch.stack([torch.randperm(25424, generator=generator)[: args.genes] + 2 for _ in range(n_cells)])
+    cell_ids = torch.cat([torch.full((n_cells, 1), CLS_ID), genes], dim=1)
+    return model, encoded, cell_ids
+
+
+def official_per_class(model, encoded, cell_ids, attention: str):
+    """Final probabilities [B, C] by the released algorithm (see ``official`` above)."""
+    from lightning_langcell.inference.zero_shot import per_class_match_logits
+    from lightning_langcell.models.zero_shot_scores import zero_shot_scores
+
+    model.set_attn_implementation(attention)
+    mask = torch.ones_like(cell_ids)
+    hidden, cell_embedding = model.encode_cells(cell_ids, mask)
+    ids, text_mask = encoded["input_ids"], encoded["attention_mask"]
+    text_embedding = torch.cat([model.encode_texts(row[: int(m.sum())][None], None)[1] for row, m in zip(ids, text_mask)])
+    logits = per_class_match_logits(model, ids, text_mask, hidden, mask)
+    model.set_attn_implementation("sdpa")
+    return zero_shot_scores(cell_embedding, text_embedding, logits).final_probs
+
+
+def ours(model, encoded, cell_ids, alpha: float = 0.1, top_k: int | None = None):
+    from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
+
+    classes = encode_class_texts(model, encoded["input_ids"], encoded["attention_mask"])
+    scorer = ZeroShotScorer(model, classes, alpha=alpha, top_k=top_k)
+    return scorer(cell_ids, torch.ones_like(cell_ids)).final_probs
+
+
+def cell_encoder_only(model, encoded, cell_ids):
+    return model.encode_cells(cell_ids, torch.ones_like(cell_ids))[1]
+
+
+def timed(function, *args, repeats: int = 1, **kwargs):
+    """(result, best wall-clock seconds over ``repeats``)."""
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = function(*args, **kwargs)
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int) -> list[dict]:
+    """Exact and every top-k on real cells: seconds, agreement with exact, accuracy."""
+    import anndata
+
+    from lightning_langcell.inference.annotate import build_scorer, load_zero_shot_model, score_cells, tokenize_cells
+    from lightning_langcell.inference.classes import candidate_classes, obs_labels, truth_indices
+    from lightning_langcell.tokenization import CellTokenizer
+
+    adata = anndata.read_h5ad(data)
+    model, text_tokenizer, _ = load_zero_shot_model(checkpoint)
+    classes = candidate_classes(None, adata.obs, "cell_type")
+    _, tokens = tokenize_cells(adata, CellTokenizer(max_genes=2047))  # every cell passes here
+    truth = truth_indices(obs_labels(adata.obs, "cell_type"), classes)
+    device, rows, exact = torch.device("cpu"), [], None
+    for k in [None, *range(1, len(classes))]:
+        scorer = build_scorer(model, classes, text_tokenizer, device, top_k=k)
+        (probabilities, _), seconds = timed(score_cells, scorer, tokens, batch_size, 2048, device, repeats=repeats)
+        predictions = probabilities.argmax(1)
+        exact = predictions if exact is None else exact
+        rows.append({"k": k or len(classes), "seconds": seconds, "cells_per_s": len(tokens) / seconds,
+                     "agreement": float((predictions == exact).mean()),
+                     "accuracy": float((predictions == truth).mean())})
+    return rows
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", type=int, default=8, help="cells of the main comparison")
+    parser.add_argument("--genes", type=int, default=1000, help="genes per cell (tokens = genes + 1)")
+    parser.add_argument("--classes", type=int, default=8)
+    parser.add_argument("--ks", default="1,2,3,4,6", help="top-k values (k = classes is exact mode)")
+    parser.add_argument("--scaling", default="2,4,8", help="cell counts of the linear-cost table ('' = none)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="timings keep the best of this many runs")
+    parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
+    parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, 64 wide) for a smoke run")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-data", default="data/cells/pbmc68k_reduced.h5ad", help="'' to skip the real-cell curve")
+    parser.add_argument("--real-model", default="tests/data/langcell-official-tiny")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    args.ks = [int(k) for k in args.ks.split(",") if k and int(k) < args.classes]
+    args.scaling = [int(n) for n in args.scaling.split(",") if n]
+    torch.set_num_threads(args.threads)
+
+    model, encoded, all_cells = build_inputs(args)
+    cells = all_cells[: args.cells]
+    lengths = encoded["attention_mask"].sum(1).tolist()
+    print(f"# {'tiny' if args.quick else 'langcell'} preset, {args.cells} cells x {args.genes} genes, "
+          f"{args.classes} classes (text tokens {min(lengths)}-{max(lengths)}, mean {sum(lengths) / len(lengths):.0f}), "
+          f"fp32, {args.threads} threads, best of {args.repeats}")
+    reference, base_seconds = timed(official_per_class, model, encoded, cells, args.baseline_attention,
+                                    repeats=args.repeats)
+    rows = [("official (per class)", reference, base_seconds)]
+    cases = [("ours exact", dict()), *[(f"ours top-{k}", dict(top_k=k)) for k in args.ks],
+             ("ours alpha=1 (CTC only)", dict(alpha=1.0))]
+    for name, kwargs in cases:
+        result, seconds = timed(ours, model, encoded, cells, repeats=args.repeats, **kwargs)
+        rows.append((name, result, seconds))
+    _, floor = timed(cell_encoder_only, model, encoded, cells, repeats=args.repeats)
+
+    results = {"settings": vars(args), "cases": [], "scaling": []}
+    print(f"\n| case | seconds | cells/s | x official | agreement | max abs diff p |\n|---|---|---|---|---|---|")
+    for name, probs, seconds in rows:
+        agreement = float((probs.argmax(1) == reference.argmax(1)).float().mean())
+        row = {"case": name, "seconds": seconds, "cells_per_s": args.cells / seconds,
+               "speedup": base_seconds / seconds, "agreement": agreement,
+               "max_abs_diff": float((probs - reference).abs().max())}
+        results["cases"].append(row)
+        print(f"| {name} | {seconds:.2f} | {row['cells_per_s']:.3f} | {row['speedup']:.2f} | "
+              f"{agreement:.3f} | {row['max_abs_diff']:.1e} |")
+    print(f"| cell encoder only (SDPA) | {floor:.2f} | {args.cells / floor:.3f} | {base_seconds / floor:.2f} | - | - |")
+    results["cell_encoder_seconds"] = floor
+
+    if args.scaling:
+        print("\n| cells | ours exact seconds | cells/s | seconds per cell |\n|---|---|---|---|")
+    for n_cells in args.scaling:
+        _, seconds = timed(ours, model, encoded, all_cells[:n_cells], repeats=args.repeats)
+        results["scaling"].append({"cells": n_cells, "seconds": seconds})
+        print(f"| {n_cells} | {seconds:.2f} | {n_cells / seconds:.3f} | {seconds / n_cells:.3f} |")
+    if args.real_data and Path(args.real_data).is_file():
+        results["real_cells"] = real_cells_curve(args.real_data, args.real_model, 32, args.repeats)
+        print(f"\n# real cells: {args.real_data} with {args.real_model} (random tiny weights)")
+        print("| k | seconds | cells/s | agreement with exact | accuracy |\n|---|---|---|---|---|")
+        for row in results["real_cells"]:
+            print(f"| {row['k']} | {row['seconds']:.2f} | {row['cells_per_s']:.0f} | {row['agreement']:.3f} | "
+                  f"{row['accuracy']:.3f} |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Zero-shot cell-type annotation of an AnnData in a few lines::
+
+    from lightning_langcell.inference import annotate
+    annotated = annotate("pbmc.h5ad", "path/to/checkpoint", output="pbmc.langcell.h5ad")
+    annotated.obs["langcell_prediction"], annotated.uns["langcell"]["metrics"]
+
+The input is read into memory, tokenized in memory (no corpus is written), scored in
+length-sorted batches and returned as a new AnnData (the input object or file is never
+modified); see :mod:`lightning_langcell.inference.output` for what is stored where. For data
+that does not fit in memory use ``python -m lightning_langcell predict --config
+recipes/zero_shot.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.classes import ClassSpec, CandidateClasses, candidate_classes, obs_labels, truth_indices
+from lightning_langcell.inference.metrics import classification_metrics
+from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
+from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
+from lightning_langcell.models.langcell import LangCellModel
+from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
+
+
+# ------------------------------------------------------------------------ model and tokenizers
+def load_zero_shot_model(model_or_path: LangCellModel | str | os.PathLike, text_tokenizer: Any = None):
+    """(model in eval mode, its text tokenizer, its gene vocabulary or None when unknown).
+
+    A path goes through :func:`lightning_langcell.hub.loading.load_model` (our format, the
+    official layout, a Lightning ``.ckpt``, or a registered name). ``text_tokenizer``: a path or
+    tokenizer object; None takes the one stored with the checkpoint (the bundled one for a model object).
+    """
+    from lightning_langcell.text import load_text_tokenizer
+
+    if isinstance(model_or_path, LangCellModel):
+        tokenizer = text_tokenizer if text_tokenizer is not None and not isinstance(text_tokenizer, (str, os.PathLike)) \
+            else load_text_tokenizer(text_tokenizer)
+        return model_or_path.eval(), tokenizer, None
+    from lightning_langcell.hub.loading import load_gene_vocabulary_for, load_model, load_text_tokenizer_for
+
+    model = load_model(model_or_path)
+    if text_tokenizer is None:
+        tokenizer = load_text_tokenizer_for(model_or_path)
+    elif isinstance(text_tokenizer, (str, os.PathLike)):
+        tokenizer = load_text_tokenizer(text_tokenizer)
+    else:
+        tokenizer = text_tokenizer
+    return model, tokenizer, load_gene_vocabulary_for(model_or_path)
+
+
+def check_gene_vocabulary(model: LangCellModel, data_size: int, data_checksum: str | None,
+                          model_vocabulary: Any = None) -> None:
+    """The cells must be tokenized with the gene vocabulary the cell encoder was trained with."""
+    rows = int(model.config.cell["vocab_size"])
+    if data_size != rows:
+        raise LangCellInputError(
+            f"The data's gene vocabulary has {data_size} tokens but the checkpoint's cell encoder has {rows}.",
+            "Tokenize the cells with the checkpoint's gene vocabulary (Geneformer-30M + <cls> for LangCell).",
+        )
+    if model_vocabulary is not None and data_checksum is not None and model_vocabulary.checksum != data_checksum:
+        raise LangCellInputError(
+            f"The data was tokenized with gene vocabulary {data_checksum[:12]}, the checkpoint expects "
+            f"{model_vocabulary.checksum[:12]}: token ids would mean other genes.",
+            "Re-tokenize the data with the checkpoint's gene vocabulary (its token_dictionary / gene medians).",
+        )
+
+
+def tokenize_class_texts(texts: list[str], tokenizer: Any, model: LangCellModel) -> dict[str, torch.Tensor]:
+    """Class texts → padded ``input_ids``/``attention_mask`` [C, L]; refuses ids beyond the text table."""
+    from lightning_langcell.text import tokenize_texts
+
+    max_length = min(int(model.config.text.max_position_embeddings), getattr(tokenizer, "model_max_length", 10**9))
+    encoded = tokenize_texts(texts, tokenizer, max_length=max_length)
+    rows = int(model.config.text.vocab_size)
+    if int(encoded["input_ids"].max()) >= rows:
+        raise LangCellInputError(
+            f"The text tokenizer produces ids up to {int(encoded['input_ids'].max())}, the text encoder has {rows} rows.",
+            "Pass the text tokenizer the checkpoint was trained with (text_tokenizer=...).",
+        )
+    return encoded
+
+
+def build_scorer(model: LangCellModel, classes: CandidateClasses, text_tokenizer: Any, device: torch.device,
+                 **settings: Any) -> ZeroShotScorer:
+    """A :class:`ZeroShotScorer` on ``device`` for the candidate classes (texts encoded once)."""
+    encoded = tokenize_class_texts(classes.texts, text_tokenizer, model)
+    texts = encode_class_texts(model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
+    return ZeroShotScorer(model, texts, **settings)
+
+
+# ------------------------------------------------------------------------------------ cells
+def tokenize_cells(adata, tokenizer) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(rows [n] int64 of the cells kept, their ranked gene tokens); errors when none is left."""
+    rows, tokens = [], []
+    for chunk in tokenizer.iter_chunks(adata):
+        rows.append(chunk.rows)
+        tokens.extend(chunk.tokens)
+    report = tokenizer.report
+    if not tokens:
+        raise LangCellInputError(
+            f"No cell left to annotate after filtering: {report.cells_seen} cell(s) seen, "
+            f"{report.cells_skipped_filter_pass} skipped by obs['filter_pass'], {report.cells_empty} without "
+            "any vocabulary gene.",
+            "Check obs['filter_pass'] and that X holds raw counts of genes with Ensembl ids (var['ensembl_id']).",
+        )
+    return np.concatenate(rows).astype(np.int64), tokens
+
+
+def score_cells(scorer: ZeroShotScorer, tokens: list[np.ndarray], batch_size: int, max_length: int,
+                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Final probabilities [n, C] and cell embeddings [n, E] (float32, input order) of token lists."""
+    from lightning_langcell.data.collate import pad_token_lists
+    from lightning_langcell.tokenization import CLS_ID
+
+    order = np.argsort([-len(t) for t in tokens], kind="stable")  # longest first: least padding
+    probabilities = np.empty((len(tokens), len(scorer.classes)), dtype=np.float32)
+    embeddings = np.empty((len(tokens), int(scorer.model.config.embed_dim)), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        input_ids, attention_mask = pad_token_lists([tokens[i] for i in batch], CLS_ID, max_length)
+        out = scorer(input_ids.to(device), attention_mask.to(device))
+        probabilities[batch] = out.final_probs.float().cpu().numpy()
+        embeddings[batch] = out.cell_embedding.float().cpu().numpy()
+    return probabilities, embeddings
+
+
+# ------------------------------------------------------------------------------------- API
+def annotate(
+    adata_or_path: Any,
+    model_or_path: LangCellModel | str | os.PathLike,
+    classes: ClassSpec = None,
+    label_column: str | None = "cell_type",
+    alpha: float = OFFICIAL_ALPHA,
+    top_k: int | None = None,
+    batch_size: int = 8,
+    *,
+    type2text: Any = None,
+    allow_missing_definitions: bool = False,
+    text_tokenizer: Any = None,
+    temperature: float = OFFICIAL_TEMPERATURE,
+    max_length: int = 2048,
+    class_chunk_size: int = 32,
+    assume_counts: bool = False,
+    device: str | torch.device | None = None,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+):
+    """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
+
+    Args:
+        adata_or_path: AnnData or .h5ad path with raw counts and Ensembl gene ids.
+        model_or_path: a :class:`LangCellModel`, a checkpoint path or a registered name.
+        classes: candidate classes: None (the labels of ``obs[label_column]``), a list of labels
+            or CL ids, or a type2text mapping / JSON path (label or id → definition).
+        label_column: obs column of the ground truth (metrics computed when present).
+        alpha: CTC weight of the blend (0.1 official; 1.0 = CTC only, no matcher).
+        top_k: run the matcher on each cell's k best CTC classes only (None: exact scores).
+        batch_size: cells per forward pass. ``max_length``: ``<cls>`` + genes per cell (2048).
+        type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
+            classes without definition instead of raising.
+        text_tokenizer: path or tokenizer; None: the checkpoint's.
+        output: also write the result to this new .h5ad (atomically; never over the input).
+    """
+    import anndata
+
+    if batch_size < 1 or max_length < 2:
+        raise LangCellInputError(f"batch_size {batch_size} / max_length {max_length} too small.",
+                                 "Use batch_size >= 1 and max_length >= 2 (<cls> + at least one gene; official 2048).")
+    source = Path(adata_or_path) if isinstance(adata_or_path, (str, os.PathLike)) else None
+    if output is not None:
+        check_output_path(output, overwrite, source)
+    if source is not None:
+        if not source.is_file():
+            raise LangCellInputError(f"No .h5ad file at {source}.", "Pass an existing .h5ad path or an AnnData.")
+        adata = anndata.read_h5ad(source)
+    elif isinstance(adata_or_path, anndata.AnnData):
+        adata = adata_or_path
+    else:
+        raise LangCellInputError(f"Cannot annotate a {type(adata_or_path).__name__}.", "Pass an AnnData or a .h5ad path.")
+    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, text_tok, vocabulary = load_zero_shot_model(model_or_path, text_tokenizer)
+    cell_tokenizer = _cell_tokenizer(vocabulary, max_length, assume_counts)
+    check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
+    has_truth = label_column is not None and label_column in adata.obs.columns
+    candidates = candidate_classes(classes, adata.obs, label_column, type2text, allow_missing_definitions)
+    model = model.to(device)
+    scorer = build_scorer(model, candidates, text_tok, device, alpha=alpha, top_k=top_k,
+                          temperature=temperature, class_chunk_size=class_chunk_size)
+    started = time.perf_counter()
+    rows, tokens = tokenize_cells(adata, cell_tokenizer)
+    probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device)
+    annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
+    annotations.set_rows(rows, probabilities, embeddings)
+    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs,
+                                      model=str(model_or_path) if not isinstance(model_or_path, LangCellModel) else "object")
+    annotations.info["seconds"] = round(time.perf_counter() - started, 3)
+    if has_truth:
+        target = truth_indices(obs_labels(adata.obs, label_column), candidates)
+        annotations.info["metrics"] = classification_metrics(
+            target[annotations.scored], annotations.prediction_codes[annotations.scored], len(candidates))
+    result = adata.copy() if source is None else adata
+    annotations.add_to(result)
+    if output is not None:
+        write_h5ad(result, output, overwrite)
+    return result
+
+
+def _cell_tokenizer(vocabulary: Any, max_length: int, assume_counts: bool):
+    from lightning_langcell.tokenization import CellTokenizer, GeneVocabulary
+
+    if vocabulary is None or vocabulary == GeneVocabulary.bundled():
+        return CellTokenizer(max_genes=max_length - 1, assume_counts=assume_counts)
+    return CellTokenizer(gene_median=dict(vocabulary.gene_median), token_dictionary=dict(vocabulary.token_to_id),
+                         max_genes=max_length - 1, assume_counts=assume_counts)
+
+
+def zero_shot_info(classes: CandidateClasses, scorer: ZeroShotScorer, label_column: str | None,
+                   n_scored: int, n_cells: int, model: str) -> dict[str, Any]:
+    """Settings recorded in ``uns["langcell"]``."""
+    return {
+        "task": "zero_shot",
+        "model": model,
+        "alpha": scorer.alpha,
+        "top_k": scorer.top_k,
+        "temperature": scorer.temperature,
+        "label_column": label_column,
+        "class_texts": list(classes.texts),
+        "n_cells_scored": int(n_scored),
+        "n_cells_not_scored": int(n_cells - n_scored),
+    }

@@ -1,0 +1,46 @@
+"""``python -m lightning_langcell predict --config recipes/zero_shot.yaml``: the annotated .h5ad,
+its values (equal to the Python API) and the metrics + confusion matrix in TensorBoard."""
+
+import anndata
+import numpy as np
+import pytest
+
+from lightning_langcell.inference import annotate
+
+
+def test_cli_predict_writes_the_annotated_h5ad(pbmc_h5ad, tiny_checkpoint, repo_root, tmp_path):
+    from lightning_langcell.cli import main
+
+    runs = tmp_path / "runs"
+    output = tmp_path / "annotated.h5ad"
+    main([
+        "predict", "--config", str(repo_root / "recipes" / "zero_shot.yaml"),
+        "--data.data", str(pbmc_h5ad), "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "16",
+        "--model.init_args.checkpoint", str(tiny_checkpoint), "--model.init_args.output", str(output),
+        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(runs),
+        "--trainer.logger.init_args.save_dir", str(runs),
+    ])
+    written = anndata.read_h5ad(output)
+    expected = annotate(pbmc_h5ad, tiny_checkpoint)
+    probs = written.obsm["langcell_probabilities"]
+    assert list(written.uns["langcell_classes"]) == list(expected.uns["langcell_classes"])
+    np.testing.assert_allclose(probs, expected.obsm["langcell_probabilities"], atol=1e-6)  # NaN row 3 included
+    np.testing.assert_allclose(written.obsm["X_langcell"], expected.obsm["X_langcell"], atol=1e-6)
+    assert (written.obs["langcell_prediction"].astype(str) == expected.obs["langcell_prediction"].astype(str)).all()
+    metrics = written.uns["langcell"]["metrics"]
+    assert metrics["accuracy"] == pytest.approx(expected.uns["langcell"]["metrics"]["accuracy"])
+    assert written.uns["langcell"]["n_cells_scored"] == 49
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (run,) = (runs / "tensorboard").iterdir()
+    events = EventAccumulator(str(run))
+    events.Reload()
+    try:
+        import matplotlib  # noqa: F401  (optional: the figure is skipped without it)
+    except ImportError:
+        pass
+    else:
+        assert "zero_shot/confusion_matrix" in events.Tags()["images"]
+    (accuracy,) = events.Scalars("zero_shot/accuracy")
+    assert accuracy.value == pytest.approx(metrics["accuracy"])

@@ -1,0 +1,181 @@
+"""The scoring engine: official parity, fused matcher == per-class official loop, top-k semantics."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.zero_shot import (
+    ZeroShotScorer,
+    encode_class_texts,
+    fused_match_logits,
+    per_class_match_logits,
+    text_prefix,
+    top_k_candidates,
+)
+from lightning_langcell.hub.official import load_official
+from lightning_langcell.models import LangCellConfig, LangCellModel
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(test_data_dir) -> Path:
+    return test_data_dir / "langcell-official-tiny"
+
+
+@pytest.fixture(scope="module")
+def official(fixture_dir):
+    def array(name):
+        return torch.from_numpy(np.load(fixture_dir / name))
+
+    model = load_official(fixture_dir)
+    inputs = {name: array(f"inputs/{name}.npy") for name in
+              ("cell_input_ids", "cell_attention_mask", "text_input_ids", "text_attention_mask")}
+    expected = {name: array(f"expected/{name}.npy") for name in
+                ("ctc_probs", "ctm_match_prob", "ctm_probs", "final_probs", "pred", "cell_embedding")}
+    classes = encode_class_texts(model, inputs["text_input_ids"], inputs["text_attention_mask"])
+    return model, inputs, expected, classes
+
+
+def test_exact_mode_matches_official_fixture(official):
+    model, inputs, expected, classes = official
+    out = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    torch.testing.assert_close(out.final_probs, expected["final_probs"], **TOL)
+    torch.testing.assert_close(out.ctc_probs, expected["ctc_probs"], **TOL)
+    torch.testing.assert_close(out.match_prob, expected["ctm_match_prob"], **TOL)
+    torch.testing.assert_close(out.ctm_probs, expected["ctm_probs"], **TOL)
+    torch.testing.assert_close(out.cell_embedding, expected["cell_embedding"], **TOL)
+    assert out.pred.tolist() == expected["pred"].tolist() == [3, 2, 2, 2, 2, 2]
+
+
+def test_top_k_equal_to_class_count_is_exact(official):
+    model, inputs, _, classes = official
+    exact = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    full = ZeroShotScorer(model, classes, top_k=len(classes))(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    assert torch.equal(full.final_probs, exact.final_probs)
+    assert torch.equal(full.pred, exact.pred)
+    larger = ZeroShotScorer(model, classes, top_k=99)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    assert torch.equal(larger.final_probs, exact.final_probs)
+
+
+def test_top_k_reranks_only_the_best_ctc_classes(official):
+    model, inputs, _, classes = official
+    exact = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    out = ZeroShotScorer(model, classes, top_k=2)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    candidates = exact.ctc_probs.topk(2, dim=-1).indices.sort(dim=-1).values
+    assert torch.equal(out.candidates, candidates)
+    outside = torch.ones_like(out.ctm_probs, dtype=torch.bool).scatter_(1, candidates, False)
+    assert torch.all(out.ctm_probs[outside] == 0) and torch.isnan(out.match_prob[outside]).all()
+    # the matcher's probabilities of the candidates are the exact ones; their softmax runs over the k only
+    inside_match = exact.match_prob.gather(1, candidates)
+    torch.testing.assert_close(out.match_prob.gather(1, candidates), inside_match, **TOL)
+    torch.testing.assert_close(out.ctm_probs.gather(1, candidates), inside_match.softmax(-1), **TOL)
+    torch.testing.assert_close(out.final_probs, 0.1 * exact.ctc_probs + 0.9 * out.ctm_probs, **TOL)
+    torch.testing.assert_close(out.final_probs.sum(-1), torch.ones(6), **TOL)
+    assert all(int(p) in c.tolist() for p, c in zip(out.pred, candidates))
+
+
+def test_alpha_one_skips_the_matcher(official, monkeypatch):
+    model, inputs, expected, classes = official
+    scorer = ZeroShotScorer(model, classes, alpha=1.0)
+    monkeypatch.setattr(model, "precompute_cross_kv", lambda *a: pytest.fail("matcher ran"))
+    out = scorer(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    torch.testing.assert_close(out.final_probs, expected["ctc_probs"], **TOL)
+    assert out.candidates is None and torch.all(out.ctm_probs == 0)
+
+
+def _random_model(layers: int, seed: int) -> LangCellModel:
+    config = LangCellConfig.preset(
+        "tiny", cell={"num_hidden_layers": 2, "hidden_size": 32, "intermediate_size": 48},
+        text={"num_hidden_layers": layers, "vocab_size": 300, "hidden_size": 48, "intermediate_size": 64,
+              "num_attention_heads": 4})
+    model = LangCellModel(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # every tensor random (LayerNorms, biases too) so no default hides a bug
+        for name, parameter in model.named_parameters():
+            centre = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            parameter.copy_(centre + 0.3 * torch.randn(parameter.shape, generator=generator))
+    return model
+
+
+def _padded(lengths, vocab, low, generator, first=None):
+    ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = torch.randint(low, vocab, (length,), generator=generator)
+        if first is not None:
+            ids[row, 0] = first
+        mask[row, :length] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_cached_kv_fused_pass_equals_per_class_official_loop(layers):
+    generator = torch.Generator().manual_seed(layers)
+    model = _random_model(layers, seed=layers)
+    cell_ids, cell_mask = _padded([9, 30, 17, 4], 25426, 2, generator, first=25426)
+    text_ids, text_mask = _padded([5, 12, 3, 8, 12], 300, 5, generator, first=2)
+    with torch.no_grad():
+        hidden, _ = model.encode_cells(cell_ids, cell_mask)
+        reference = per_class_match_logits(model, text_ids, text_mask, hidden, cell_mask)  # [4, 5, 2]
+        prefix = text_prefix(model, text_ids, text_mask)
+        cross_kv = model.precompute_cross_kv(hidden)
+        everything = torch.arange(5).expand(4, -1)
+        fused = fused_match_logits(model, prefix, cross_kv, cell_mask, everything)
+        torch.testing.assert_close(fused, reference, **TOL)
+        # ragged candidate sets (different packed widths per cell)
+        candidates = torch.tensor([[0, 1], [1, 3], [2, 4], [0, 4]])
+        fused = fused_match_logits(model, prefix, cross_kv, cell_mask, candidates)
+        torch.testing.assert_close(fused, reference.gather(1, candidates[..., None].expand(-1, -1, 2)), **TOL)
+
+
+def test_class_chunks_give_the_same_scores():
+    generator = torch.Generator().manual_seed(7)
+    model = _random_model(2, seed=7)
+    cell_ids, cell_mask = _padded([9, 30, 17], 25426, 2, generator, first=25426)
+    text_ids, text_mask = _padded([5, 12, 3, 8, 12], 300, 5, generator, first=2)
+    classes = encode_class_texts(model, text_ids, text_mask)
+    whole = ZeroShotScorer(model, classes)(cell_ids, cell_mask)
+    chunked = ZeroShotScorer(model, classes, class_chunk_size=2)(cell_ids, cell_mask)
+    torch.testing.assert_close(chunked.final_probs, whole.final_probs, **TOL)
+    assert torch.equal(chunked.pred, whole.pred)
+
+
+def test_top_k_candidates_are_sorted_class_indices():
+    probs = torch.tensor([[0.1, 0.5, 0.15, 0.25], [0.4, 0.3, 0.2, 0.1]])
+    assert top_k_candidates(probs, 2).tolist() == [[1, 3], [0, 1]]
+    assert top_k_candidates(probs, 9).tolist() == [[0, 1, 2, 3]] * 2
+
+
+@pytest.mark.parametrize("kwargs", [{"alpha": 1.5}, {"top_k": 0}, {"temperature": 0.0}, {"class_chunk_size": 0}])
+def test_bad_scorer_settings_are_refused(official, kwargs):
+    model, _, _, classes = official
+    with pytest.raises(LangCellInputError):
+        ZeroShotScorer(model, classes, **kwargs)
+
+
+def test_top_1_needs_no_matcher_pass(official, monkeypatch):
+    model, inputs, expected, classes = official
+    scorer = ZeroShotScorer(model, classes, top_k=1)
+    monkeypatch.setattr(model, "precompute_cross_kv", lambda *a: pytest.fail("matcher ran"))
+    out = scorer(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    best = expected["ctc_probs"].argmax(-1)
+    one_hot = torch.nn.functional.one_hot(best, 4).float()
+    torch.testing.assert_close(out.final_probs, 0.1 * expected["ctc_probs"] + 0.9 * one_hot, **TOL)
+    assert torch.equal(out.pred, best) and torch.isnan(out.match_prob).all()
+
+
+def test_unpadded_cells_take_the_maskless_path_with_the_same_scores():
+    generator = torch.Generator().manual_seed(11)
+    model = _random_model(2, seed=11)
+    cell_ids, cell_mask = _padded([20, 20, 20], 25426, 2, generator, first=25426)
+    text_ids, text_mask = _padded([5, 12, 3], 300, 5, generator, first=2)
+    with torch.no_grad():
+        hidden, _ = model.encode_cells(cell_ids, cell_mask)
+        reference = per_class_match_logits(model, text_ids, text_mask, hidden, cell_mask)
+        fused = fused_match_logits(model, text_prefix(model, text_ids, text_mask), model.precompute_cross_kv(hidden),
+                                   cell_mask, torch.arange(3).expand(3, -1))
+    torch.testing.assert_close(fused, reference, **TOL)
