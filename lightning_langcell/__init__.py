@@ -18,6 +18,7 @@ _LAZY_EXPORTS = {
     "load_model": "lightning_langcell.hub.loading",
     "load_text_tokenizer_for": "lightning_langcell.hub.loading",
     "list_pretrained": "lightning_langcell.hub.registry",
+    "annotate": "lightning_langcell.inference.annotate",
 }
 __all__ = ["__version__", *_LAZY_EXPORTS]
 

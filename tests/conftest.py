@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -20,3 +21,21 @@ def test_data_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+def randomise_parameters(module: torch.nn.Module, seed: int = 0) -> None:
+    """Random values in every parameter (biases, LayerNorms too), so no default init hides a bug.
+
+    LayerNorm weights ~ 1 + N(0, 0.3), everything else ~ N(0, 0.3).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            centre = 1.0 if name.endswith("LayerNorm.weight") else 0.0
+            parameter.copy_(centre + 0.3 * torch.randn(parameter.shape, generator=generator))
+
+
+@pytest.fixture(scope="session")
+def randomise():
+    """``randomise(module, seed=0)``: see :func:`randomise_parameters`."""
+    return randomise_parameters

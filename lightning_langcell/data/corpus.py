@@ -21,6 +21,7 @@ dtypes with it (milliseconds at any size); :meth:`CellCorpus.verify` re-hashes e
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -138,6 +139,13 @@ class CellCorpus:
         try:
             array = np.load(self.path / name, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as error:
+            if getattr(error, "errno", None) == errno.ENOMEM:  # the file is fine: no address space left
+                raise CorpusError(
+                    f"Cannot memory-map {self.path / name} ({info['bytes']:,} bytes): the process is out of "
+                    f"virtual memory ({error}).",
+                    "Raise the address-space limit (`ulimit -v`, the job's virtual-memory request) or free memory; "
+                    "the corpus itself does not need to be re-created.",
+                ) from error
             raise self._fail(f"{name} is not a readable .npy array ({error})") from error
         if list(array.shape) != info["shape"] or array.dtype != np.dtype(info["dtype"]):
             raise self._fail(

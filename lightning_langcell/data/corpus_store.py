@@ -282,7 +282,8 @@ def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str]) -> dict
                 kinds[str(name)] = "numeric" if numeric else "categorical"
     except (OSError, KeyError) as error:
         raise LangCellInputError(
-            f"Cannot read {item} as an .h5ad file ({error}).", "Pass AnnData .h5ad files (anndata >= 0.8)."
+            f"Cannot read {item} as an .h5ad file: truncated, empty or another format ({error}).",
+            "Pass complete AnnData .h5ad files (anndata >= 0.8); re-copy or re-download a file that was cut short.",
         ) from error
     provenance = {"path": path, "bytes": os.path.getsize(path), "sha256": digest(path)}
     return {"n_rows": int(n_rows), "kinds": kinds, "provenance": provenance}

@@ -160,11 +160,13 @@ class LangCellDataModule(pl.LightningDataModule):
 
     def _texts(self, obs: pd.DataFrame):
         from lightning_langcell.text import CellTextBuilder, load_text_tokenizer
+        from lightning_langcell.text.text_tokenizer import text_length_check
 
         self._text_builder = CellTextBuilder(type2text=self.hparams.type2text)
         self._text_tokenizer = load_text_tokenizer(self.hparams.text_tokenizer)
         unique_texts, text_ids = self._text_builder.text_ids_for(obs)
         self.unique_texts = list(unique_texts)
+        text_length_check(self.unique_texts, self._text_tokenizer, self.hparams.text_max_length)  # warns
         encoded = self._text_tokenizer(
             self.unique_texts, truncation=True, max_length=self.hparams.text_max_length
         )["input_ids"]
@@ -227,28 +229,32 @@ class LangCellDataModule(pl.LightningDataModule):
             text_pad_id=pad,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Length-grouped, seeded batches; each rank a disjoint shard with equal batch counts."""
+    def _grouped_batches(self, name: str, shuffle: bool) -> EpochTaggedBatches:
+        """Length-grouped batches; each rank a disjoint shard with the same number of batches."""
         from lightning_langcell.data.sampling import LengthGroupedBatchSampler
 
-        dataset = self.datasets["train"]
         replicas, rank = self._world()
-        sampler = EpochTaggedBatches(
+        return EpochTaggedBatches(
             LengthGroupedBatchSampler(
-                dataset.lengths,
-                self.hparams.batch_size,
+                self.datasets[name].lengths,
+                self.hparams.batch_size if name == "train" else self.hparams.eval_batch_size or self.hparams.batch_size,
                 seed=self.hparams.seed,
                 pool_size=self.hparams.pool_size,
                 num_replicas=replicas,
                 rank=rank,
+                shuffle=shuffle,
             )
         )
+
+    def train_dataloader(self) -> DataLoader:
+        """Seeded length-grouped batches, resumable mid-epoch (see :meth:`state_dict`)."""
+        sampler = self._grouped_batches("train", shuffle=True)
         if self._resume_state is not None:
             sampler.load_state_dict(self._resume_state)
             self._resume_state = None
         self._train_batches = sampler
         return DataLoader(
-            dataset,
+            self.datasets["train"],
             batch_sampler=sampler,
             collate_fn=self.collator(masked=True),
             num_workers=self.hparams.num_workers,
@@ -269,7 +275,16 @@ class LangCellDataModule(pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        """Equal batch counts on every rank (a few cells may repeat under DDP): validation losses
+        gather across ranks, so a rank with one batch more would wait for the others forever."""
+        if len(self.datasets["val"]) == 0:
+            return self._eval_loader("val")  # no validation split (e.g. the official 2:1 split)
+        return DataLoader(
+            self.datasets["val"],
+            batch_sampler=self._grouped_batches("val", shuffle=False),
+            collate_fn=self.collator(masked=True),
+            num_workers=self.hparams.num_workers,
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.classes import ClassSpec, CandidateClasses, candidate_classes, obs_labels, truth_indices
+from lightning_langcell.inference.classes import (
+    CandidateClasses,
+    ClassSpec,
+    candidate_classes,
+    obs_labels,
+    truth_indices,
+)
 from lightning_langcell.inference.metrics import classification_metrics
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
@@ -40,20 +46,18 @@ def load_zero_shot_model(model_or_path: LangCellModel | str | os.PathLike, text_
     """
     from lightning_langcell.text import load_text_tokenizer
 
-    if isinstance(model_or_path, LangCellModel):
-        tokenizer = text_tokenizer if text_tokenizer is not None and not isinstance(text_tokenizer, (str, os.PathLike)) \
-            else load_text_tokenizer(text_tokenizer)
-        return model_or_path.eval(), tokenizer, None
     from lightning_langcell.hub.loading import load_gene_vocabulary_for, load_model, load_text_tokenizer_for
 
-    model = load_model(model_or_path)
-    if text_tokenizer is None:
-        tokenizer = load_text_tokenizer_for(model_or_path)
-    elif isinstance(text_tokenizer, (str, os.PathLike)):
+    given = isinstance(model_or_path, LangCellModel)
+    if text_tokenizer is not None and not isinstance(text_tokenizer, (str, os.PathLike)):
+        tokenizer = text_tokenizer
+    elif text_tokenizer is not None or given:
         tokenizer = load_text_tokenizer(text_tokenizer)
     else:
-        tokenizer = text_tokenizer
-    return model, tokenizer, load_gene_vocabulary_for(model_or_path)
+        tokenizer = load_text_tokenizer_for(model_or_path)
+    if given:
+        return model_or_path.eval(), tokenizer, None
+    return load_model(model_or_path), tokenizer, load_gene_vocabulary_for(model_or_path)
 
 
 def check_gene_vocabulary(model: LangCellModel, data_size: int, data_checksum: str | None,
@@ -82,7 +86,8 @@ def tokenize_class_texts(texts: list[str], tokenizer: Any, model: LangCellModel)
     rows = int(model.config.text.vocab_size)
     if int(encoded["input_ids"].max()) >= rows:
         raise LangCellInputError(
-            f"The text tokenizer produces ids up to {int(encoded['input_ids'].max())}, the text encoder has {rows} rows.",
+            f"The text tokenizer produces ids up to {int(encoded['input_ids'].max())}, "
+            f"the text encoder has {rows} rows.",
             "Pass the text tokenizer the checkpoint was trained with (text_tokenizer=...).",
         )
     return encoded
@@ -184,8 +189,11 @@ def annotate(
     elif isinstance(adata_or_path, anndata.AnnData):
         adata = adata_or_path
     else:
-        raise LangCellInputError(f"Cannot annotate a {type(adata_or_path).__name__}.", "Pass an AnnData or a .h5ad path.")
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        raise LangCellInputError(f"Cannot annotate a {type(adata_or_path).__name__}.",
+                                 "Pass an AnnData or a .h5ad path.")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
     model, text_tok, vocabulary = load_zero_shot_model(model_or_path, text_tokenizer)
     cell_tokenizer = _cell_tokenizer(vocabulary, max_length, assume_counts)
     check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
@@ -199,8 +207,8 @@ def annotate(
     probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device)
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
-    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs,
-                                      model=str(model_or_path) if not isinstance(model_or_path, LangCellModel) else "object")
+    name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
+    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name)
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     if has_truth:
         target = truth_indices(obs_labels(adata.obs, label_column), candidates)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Sequence
 
+import numpy as np
 import lightning.pytorch as pl
 import torch
 
@@ -86,7 +88,14 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
 
 
 class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
-    """Base LightningModule: AdamW (no decay on biases, LayerNorms, temperature), warm-up + cosine."""
+    """Base LightningModule: AdamW (no decay on biases, LayerNorms, temperature), warm-up + cosine.
+
+    ``deterministic_steps`` (default on) reseeds torch's global RNG (dropout) before every
+    training step from (``seed_everything`` seed, global step, rank): Lightning does not restore
+    that RNG, so without it a run resumed from a checkpoint draws other dropout masks.
+    """
+
+    deterministic_steps: bool = True
 
     def __init__(
         self,
@@ -102,6 +111,12 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
         self.betas = tuple(betas)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.deterministic_steps:
+            base = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
+            state = np.random.SeedSequence([base, self.global_step, self.global_rank]).generate_state(1, np.uint64)
+            torch.manual_seed(int(state[0]))
 
     def configure_optimizers(self):
         decay, no_decay = [], []

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from lightning_langcell.objectives import (
@@ -89,13 +87,6 @@ class LangCellPretraining(LangCellTask):
         generator = torch.Generator(device=device)
         generator.manual_seed(1_000_003 * (self.global_step + 1) + self.global_rank)
         return generator
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """With ``deterministic_steps``, seed the global RNG (dropout) per (seed, step, rank)."""
-        if self.deterministic_steps:
-            base = int(os.environ.get("PL_GLOBAL_SEED", 0))  # set by seed_everything
-            state = np.random.SeedSequence([base, self.global_step, self.global_rank]).generate_state(1, np.uint64)
-            torch.manual_seed(int(state[0]))
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total loss and a dict of every loss and statistic for logging."""

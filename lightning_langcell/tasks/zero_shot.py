@@ -24,7 +24,12 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.annotate import build_scorer, check_gene_vocabulary, load_zero_shot_model, zero_shot_info
+from lightning_langcell.inference.annotate import (
+    build_scorer,
+    check_gene_vocabulary,
+    load_zero_shot_model,
+    zero_shot_info,
+)
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
 from lightning_langcell.inference.metrics import classification_metrics, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations, h5ad_n_obs, write_annotated_copy, write_h5ad

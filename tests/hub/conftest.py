@@ -82,17 +82,8 @@ def same_outputs():
     return assert_same_outputs
 
 
-def randomise(module: torch.nn.Module, seed: int = 0) -> None:
-    """Random values in every parameter (LayerNorm weights around 1) so no default init hides a bug."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, parameter in module.named_parameters():
-            centre = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-            parameter.copy_(centre + 0.3 * torch.randn(parameter.shape, generator=generator))
-
-
 @pytest.fixture()
-def make_tiny():
+def make_tiny(randomise):
     """``make_tiny(**overrides)``: a random tiny LangCellModel (eval) whose text vocabulary fits the
     bundled text tokenizer; ``<cls>`` pooling unless overridden (the official layout needs it)."""
     from lightning_langcell.models import LangCellConfig, LangCellModel
@@ -121,7 +112,7 @@ GENEFORMER_SHAPE = dict(vocab_size=25426, hidden_size=32, num_hidden_layers=2, n
 
 
 @pytest.fixture(scope="session")
-def geneformer_dir(tmp_path_factory) -> Path:
+def geneformer_dir(tmp_path_factory, randomise) -> Path:
     """A tiny random Geneformer-30M-style folder as the 2021 release stores it: ``BertForMaskedLM``
     state dict in ``pytorch_model.bin`` (``bert.`` prefix, ``cls.predictions.*`` with the tied
     decoder weight and its bias, a ``position_ids`` buffer), 25,426 tokens (no ``<cls>``)."""
@@ -146,7 +137,7 @@ TINY_BERT_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [chr(c) for c
 
 
 @pytest.fixture(scope="session")
-def tiny_bert_dir(tmp_path_factory) -> Path:
+def tiny_bert_dir(tmp_path_factory, randomise) -> Path:
     """A tiny random HF ``BertModel`` folder (a text encoder, e.g. a stand-in for BiomedBERT/MiniLM)
     with its ``vocab.txt``."""
     from transformers import BertConfig, BertModel

@@ -1,7 +1,7 @@
 """A small pre-training run that can be interrupted and resumed; shared by the exact-resume tests.
 
 ``run(...)`` trains ``LangCellPretraining`` (tiny model) on 10% of the bundled mouse lung cells
-(max_length 32, batch 8, 2 epochs of 7 steps, no validation), checkpointing every step
+(max_length 32, batch 8, 2 epochs of 8 steps, no validation), checkpointing every step
 (``last.ckpt``), and returns the loss of every optimizer step and the final weights.
 ``stop_at=k`` interrupts the run at the start of step k + 1, right after ``last.ckpt`` of
 step k was written (an exception in-process; with ``block_at`` the process instead waits
@@ -64,7 +64,8 @@ def run(workdir: Path, cache_dir: Path, stop_at: int | None = None, resume: bool
     from lightning_langcell.data.datamodule import LangCellDataModule
     from lightning_langcell.tasks import LangCellPretraining
 
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same float reduction order in every run
     pl.seed_everything(SEED, verbose=False)
     datamodule = LangCellDataModule(
         data=str(DATA), cache_dir=str(cache_dir), max_length=32, batch_size=8, text_max_length=32,
@@ -85,6 +86,8 @@ def run(workdir: Path, cache_dir: Path, stop_at: int | None = None, resume: bool
         trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except Interrupted:
         pass
+    finally:
+        torch.set_num_threads(threads)
     weights = {key: value.detach().clone() for key, value in task.state_dict().items()}
     return {"losses": recorder.losses, "weights": weights, "global_step": trainer.global_step}
 

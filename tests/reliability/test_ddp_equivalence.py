@@ -142,4 +142,6 @@ def test_gradients_match_one_process(ranks, single):
             torch.testing.assert_close(grad, reference[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
             worst = max(worst, float((grad - reference[name]).abs().max()))
     print(f"{len(reference)} parameter gradients: max |difference| {worst:.3g} (largest gradient {scale:.3g})")
-    assert {"model.cell_bert.embeddings.word_embeddings.weight", "model.temp", "model.ctm_head.weight"} <= reference.keys()
+    every_part = {"model.cell_bert.embeddings.word_embeddings.weight", "model.temp", "model.ctm_head.weight",
+                  "model.mgm_head.bias", "model.text_proj.weight"}
+    assert every_part <= reference.keys()  # each loss reached its parameters

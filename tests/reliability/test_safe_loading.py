@@ -109,7 +109,8 @@ class _Payload:
     """Unpickles (only with weights_only=False) by running code: writes ``marker``, returns zeros."""
 
     def __init__(self, marker: Path, shape: tuple[int, ...]):
-        self.code = f"(__import__('pathlib').Path({str(marker)!r}).write_text('ran'), __import__('torch').zeros({shape}))[1]"
+        write = f"__import__('pathlib').Path({str(marker)!r}).write_text('ran')"
+        self.code = f"({write}, __import__('torch').zeros({shape}))[1]"
 
     def __reduce__(self):
         return (eval, (self.code,))
