@@ -122,13 +122,20 @@ def cell_encoder_only(model, encoded, cell_ids):
     return model.encode_cells(cell_ids, torch.ones_like(cell_ids))[1]
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(function, *args, repeats: int = 1, **kwargs):
     """(result, best wall-clock seconds, best CPU seconds of the process) over ``repeats`` runs."""
     wall, cpu, result = float("inf"), float("inf"), None
     for _ in range(repeats):
+        _sync()
         start, start_cpu = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             result = function(*args, **kwargs)
+        _sync()
         wall, cpu = min(wall, time.perf_counter() - start), min(cpu, time.process_time() - start_cpu)
     return result, wall, cpu
 
@@ -144,7 +151,7 @@ def timed_rounds(cases: dict, repeats: int) -> dict:
     return out
 
 
-def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int) -> list[dict]:
+def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int, device: torch.device) -> list[dict]:
     """Exact and every top-k on real cells: seconds, agreement with exact, accuracy."""
     import anndata
 
@@ -154,10 +161,11 @@ def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int) 
 
     adata = anndata.read_h5ad(data)
     model, text_tokenizer, _ = load_zero_shot_model(checkpoint)
+    model = model.to(device)
     classes = candidate_classes(None, adata.obs, "cell_type")
     _, tokens = tokenize_cells(adata, CellTokenizer(max_genes=2047))  # every cell passes here
     truth = truth_indices(obs_labels(adata.obs, "cell_type"), classes)
-    device, rows, exact = torch.device("cpu"), [], None
+    rows, exact = [], None
     for k in [None, *range(1, len(classes))]:
         scorer = build_scorer(model, classes, text_tokenizer, device, top_k=k)
         (probabilities, _), seconds, _ = timed(score_cells, scorer, tokens, batch_size, 2048, device, repeats=repeats)
@@ -182,20 +190,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, 64 wide) for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--real-data", default="data/cells/pbmc68k_reduced.h5ad", help="'' to skip the real-cell curve")
-    parser.add_argument("--real-model", default="tests/data/langcell-official-tiny")
+    parser.add_argument("--real-model", default="tests/data/langcell-official-tiny",
+                        help="checkpoint for the real-cell curve, e.g. langcell-tiny-bundled (trained)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k and int(k) < args.classes]
     args.scaling = [int(n) for n in args.scaling.split(",") if n]
     torch.set_num_threads(args.threads)
 
+    device = torch.device(args.device)
     model, encoded, all_cells = build_inputs(args)
+    model = model.to(device)
+    encoded = {key: value.to(device) for key, value in encoded.items()}
+    all_cells = all_cells.to(device)
     cells = all_cells[: args.cells]
     lengths = encoded["attention_mask"].sum(1).tolist()
     print(f"# {'tiny' if args.quick else 'langcell'} preset, {args.cells} cells x {args.genes} genes, "
           f"{args.classes} classes (text tokens {min(lengths)}-{max(lengths)}, "
           f"mean {sum(lengths) / len(lengths):.0f}), "
-          f"fp32, {args.threads} threads, best of {args.repeats}")
+          f"fp32, {args.device}, {args.threads} threads, best of {args.repeats}")
     official = "official (per class)"
     cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention), {}),
              "ours exact": (ours, (model, encoded, cells), {})}
@@ -234,8 +248,8 @@ def main(argv=None) -> dict:
         results["scaling_fit"] = {"fixed_cpu_s": fixed, "cpu_s_per_cell": per_cell, "max_residual_s": residual}
         print(f"fit: CPU s = {fixed:.2f} + {per_cell:.3f} x cells (max residual {residual:.2f} s)")
     if args.real_data and Path(args.real_data).is_file():
-        results["real_cells"] = real_cells_curve(args.real_data, args.real_model, 32, args.repeats)
-        print(f"\n# real cells: {args.real_data} with {args.real_model} (random tiny weights)")
+        results["real_cells"] = real_cells_curve(args.real_data, args.real_model, 32, args.repeats, device)
+        print(f"\n# real cells: {args.real_data} with {args.real_model}")
         print("| k | seconds | cells/s | agreement with exact | accuracy |\n|---|---|---|---|---|")
         for row in results["real_cells"]:
             print(f"| {row['k']} | {row['seconds']:.2f} | {row['cells_per_s']:.0f} | {row['agreement']:.3f} | "

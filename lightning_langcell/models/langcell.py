@@ -42,7 +42,9 @@ class LangCellModel(nn.Module):
         self.mgm_head = MaskedGeneHead(
             cell.hidden_size, cell.vocab_size, cell.hidden_act, cell.layer_norm_eps, config.mgm_tie_word_embeddings
         )
-        self.temp = nn.Parameter(torch.tensor(float(config.temperature_init)))
+        # shape [1], not a scalar: FSDP cannot shard 0-d parameters
+        self.temp = nn.Parameter(torch.full((1,), float(config.temperature_init)))
+        self._register_load_state_dict_pre_hook(_scalar_temperature_to_vector)
         init = partial(init_bert_weights, std=cell.initializer_range)
         for head in (self.cell_proj, self.text_proj, self.ctm_head, self.mgm_head):
             head.apply(init)
@@ -88,7 +90,7 @@ class LangCellModel(nn.Module):
 
     def temperature(self) -> torch.Tensor:
         """The contrastive temperature, ``temp`` clamped to [temperature_min, temperature_max]."""
-        return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)
+        return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)[0]
 
     # -- encoders ---------------------------------------------------------------------------
     def encode_cells(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,3 +154,11 @@ class LangCellModel(nn.Module):
         """Gene logits [M, vocab] only at the masked positions (bool [B, L] or indices [M, 2])."""
         hidden = gather_positions(last_hidden_state, positions)
         return self.mgm_head(hidden, self.cell_bert.embeddings.word_embeddings.weight)
+
+
+def _scalar_temperature_to_vector(state_dict, prefix, *args) -> None:
+    """Checkpoints written before ``temp`` became a 1-element vector stored it as a scalar."""
+    key = prefix + "temp"
+    tensor = state_dict.get(key)
+    if isinstance(tensor, torch.Tensor) and tensor.dim() == 0:  # (lazily loaded tensors are not Tensors)
+        state_dict[key] = tensor.reshape(1)

@@ -118,6 +118,17 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
             state = np.random.SeedSequence([base, self.global_step, self.global_rank]).generate_state(1, np.uint64)
             torch.manual_seed(int(state[0]))
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Norm clipping also under FSDP (Lightning's FSDP precision plugin refuses it): the
+        sharded model computes the global norm itself."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        sharded = isinstance(self.trainer.strategy, FSDPStrategy)
+        if gradient_clip_val and sharded and gradient_clip_algorithm in (None, "norm"):
+            self.trainer.model.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         decay, no_decay = [], []
         for name, parameter in self.named_parameters():

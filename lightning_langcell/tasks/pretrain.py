@@ -129,7 +129,7 @@ class LangCellPretraining(LangCellTask):
                 losses["matching"], match_stats = cell_text_matching_loss(logits, pairs.labels)
                 logs["matching_accuracy"] = match_stats["accuracy"]
                 logs["matching_skipped_rows"] = torch.tensor(
-                    float(negative_texts.num_skipped + negative_cells.num_skipped)
+                    float(negative_texts.num_skipped + negative_cells.num_skipped), device=view_b.device
                 )
         total = sum(self.loss_weights[name] * value for name, value in losses.items())
         logs.update({f"loss_{name}": value.detach() for name, value in losses.items()})

@@ -183,3 +183,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(randomise):
     for name in grads_plain:
         torch.testing.assert_close(grads_ckpt[name], grads_plain[name], atol=1e-5, rtol=1e-5, msg=name)
     assert LangCellModel(LangCellConfig.preset("tiny", gradient_checkpointing=True, **SMALL)).text_bert.gradient_checkpointing
+
+
+def test_parameters_are_fsdp_shardable_and_old_scalar_temperature_loads():
+    model = LangCellModel(LangCellConfig.preset("tiny"))
+    assert all(parameter.dim() > 0 for parameter in model.parameters())  # FSDP refuses 0-d parameters
+    state = model.state_dict()
+    state["temp"] = torch.tensor(0.0526)  # as checkpoints before the change stored it
+    model.load_state_dict(state)
+    assert model.temp.shape == (1,) and model.temperature().item() == pytest.approx(0.0526)

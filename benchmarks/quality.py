@@ -1,0 +1,251 @@
+"""Quality suite: zero-shot LangCell, linear probe, few-shot and supervised baselines on real cells.
+
+Every row is scored on one fixed test split per dataset (accuracy, balanced accuracy, macro-F1,
+weighted-F1, :func:`benchmarks.baselines.label_metrics`):
+
+- datasets the shipped checkpoint ``langcell-tiny-bundled`` was pre-trained on (pbmc68k_reduced,
+  baron_mouse_pancreas, zeisel_mouse_brain, mouse_lung_injury): test = the recipe's held-out
+  test split (``recipes/pretrain.yaml``: 80/10/10 stratified, seed 0, rebuilt by
+  ``scripts/evaluate_shipped_checkpoint.py::recipe_test_cells``); train = every other cell
+  (the recipe's train + val). No pre-training cell is ever a test cell.
+- datasets it never saw (pbmc3k, garnett_pbmc_facs; ACTINN mouse blood when present, read in
+  place and never copied): ``stratified_split(labels, (0.8, 0, 0.2), seed 0)``.
+
+Rows: zero-shot for each α (all labels of the dataset as classes, max 256 tokens as trained);
+supervised references trained on the train split (majority class, logistic regression on
+log1p CP10k, kNN on PCA-50); a linear probe (logistic regression) on the frozen checkpoint's
+cell embeddings ``obsm["X_langcell"]``; few-shot logistic regression with k cells per class
+(``k_shot_indices`` on the train split, classes with < k training cells dropped, their test
+cells counted as errors), mean ± sd over seeds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.baselines import BASELINES, label_metrics, log1p_cp10k, logistic_regression
+
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = REPO / "checkpoints/langcell-tiny-bundled"
+RECIPE = REPO / "recipes/pretrain.yaml"
+PRETRAINING = ("pbmc68k_reduced", "baron_mouse_pancreas", "zeisel_mouse_brain", "mouse_lung_injury")
+UNSEEN = ("pbmc3k", "garnett_pbmc_facs")
+ACTINN = Path("/work/shared/data/actinn_mouse_blood/actinn_train_set.h5ad")
+LABEL = "cell_type"
+FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 3, 4], "max_cells": None,
+        "langcell_few_shot": {"dataset": "garnett_pbmc_facs", "ks": [1, 5], "seeds": [0, 1]}}
+QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": None}
+ROLE_TEXT = {"pretraining": "held-out test split of a pre-training dataset",
+             "unseen": "dataset never seen in pre-training"}
+
+
+@dataclass
+class Dataset:
+    """One benchmark dataset: AnnData, labels [N] (str), train/test positions (sorted int64)."""
+
+    name: str
+    path: Path
+    role: str
+    adata: object
+    labels: np.ndarray
+    train: np.ndarray
+    test: np.ndarray
+    split_how: str
+    classes: list[str] = field(default_factory=list)
+
+
+def recipe_test_cells(cache_dir: str) -> dict[str, np.ndarray]:
+    """{dataset stem: test-split positions} of the pre-training recipe (the shipped script's logic)."""
+    spec = importlib.util.spec_from_file_location("evaluate_shipped_checkpoint",
+                                                  REPO / "scripts/evaluate_shipped_checkpoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return {Path(source).stem: np.sort(rows) for source, rows in module.recipe_test_cells(RECIPE, cache_dir).items()}
+
+
+def _capped(labels: np.ndarray, max_cells: int | None, seed: int = 1) -> np.ndarray:
+    """All positions, or a stratified seeded subsample of ``max_cells`` (quick mode).
+
+    Seed 1, not 0: the same seed would reuse the recipe split's per-class shuffles and keep
+    only recipe training cells.
+    """
+    from lightning_langcell.data.splits import stratified_split
+
+    if max_cells is None or len(labels) <= max_cells:
+        return np.arange(len(labels))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        keep = stratified_split(labels, (max_cells / len(labels), 0.0, 1 - max_cells / len(labels)), seed)
+    return keep["train"]
+
+
+def dataset_paths(names: list[str] | None) -> list[tuple[str, Path, str]]:
+    """(name, path, role) of the requested datasets (default: all six bundled + ACTINN when present)."""
+    found = [(n, REPO / "data/cells" / f"{n}.h5ad", "pretraining") for n in PRETRAINING]
+    found += [(n, REPO / "data/cells" / f"{n}.h5ad", "unseen") for n in UNSEEN]
+    if ACTINN.is_file():
+        found.append(("actinn_mouse_blood", ACTINN, "unseen"))
+    if names:
+        unknown = sorted(set(names) - {n for n, _, _ in found})
+        if unknown:
+            raise SystemExit(f"unknown or missing dataset(s) {unknown}; available: {[n for n, _, _ in found]}")
+        found = [item for item in found if item[0] in names]
+    return found
+
+
+def load_dataset(name: str, path: Path, role: str, max_cells: int | None,
+                 recipe_tests: dict[str, np.ndarray] | None) -> Dataset:
+    """Read one dataset and fix its train/test split (see the module docstring)."""
+    import anndata
+
+    from lightning_langcell.data.splits import stratified_split
+
+    adata = anndata.read_h5ad(path)
+    labels = adata.obs[LABEL].astype(str).to_numpy()
+    if role == "pretraining":
+        test_mask = np.zeros(adata.n_obs, dtype=bool)
+        test_mask[recipe_tests[name]] = True
+        keep = _capped(labels, max_cells)
+        adata, labels, test_mask = adata[keep].copy(), labels[keep], test_mask[keep]
+        train, test = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
+        how = ("test = the pre-training recipe's held-out test split (recipes/pretrain.yaml, 80/10/10 "
+               "stratified by cell_type, seed 0); train = the other cells (recipe train + val)")
+    else:
+        keep = _capped(labels, max_cells)
+        adata, labels = adata[keep].copy(), labels[keep]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            split = stratified_split(labels, (0.8, 0.0, 0.2), seed=0)
+        train, test = split["train"], split["test"]
+        how = "stratified_split(cell_type, (0.8, 0, 0.2), seed=0)"
+    if max_cells is not None:
+        how += f"; quick mode: stratified subsample of {adata.n_obs} cells first"
+    return Dataset(name, path, role, adata, labels, train, test, how, sorted(set(labels)))
+
+
+def _row(data: Dataset, setting: str, method: str, predicted: np.ndarray, n_train: int, **extra) -> dict:
+    truth = data.labels[data.test]
+    index = {c: i for i, c in enumerate(data.classes)}
+    return {"dataset": data.name, "setting": setting, "method": method, "n_train": int(n_train),
+            "n_test": int(len(data.test)), **extra, **label_metrics(truth, predicted, data.classes),
+            "predictions": [index.get(str(p), -1) for p in predicted]}
+
+
+def zero_shot_rows(data: Dataset, alphas: list[float]) -> tuple[list[dict], np.ndarray]:
+    """Zero-shot rows for each α, and the frozen cell embeddings [N, 256] (``X_langcell``)."""
+    from lightning_langcell.inference.annotate import annotate
+
+    rows, embeddings = [], None
+    for alpha in alphas:
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            annotated = annotate(data.adata, str(CHECKPOINT), label_column=LABEL, alpha=alpha,
+                                 batch_size=32, max_length=256)
+        predicted = annotated.obs["langcell_prediction"].astype(object).to_numpy()[data.test]
+        rows.append(_row(data, "zero-shot", "LangCell zero-shot (langcell-tiny-bundled)", predicted, 0,
+                         alpha=alpha, seconds=round(time.perf_counter() - started, 2)))
+        embeddings = np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
+    if embeddings is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            annotated = annotate(data.adata, str(CHECKPOINT), label_column=LABEL, alpha=1.0,
+                                 batch_size=32, max_length=256)
+        embeddings = np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
+    return rows, embeddings
+
+
+def supervised_rows(data: Dataset, expression: np.ndarray, embeddings: np.ndarray) -> list[dict]:
+    """Supervised references on the train split, and the linear probe on frozen embeddings."""
+    y_train = data.labels[data.train]
+    rows = [_row(data, "supervised reference", name, fit(expression[data.train], y_train, expression[data.test]),
+                 len(data.train)) for name, fit in BASELINES.items()]
+    mean, sd = embeddings[data.train].mean(0), embeddings[data.train].std(0) + 1e-6  # standardised on train
+    probe = logistic_regression((embeddings[data.train] - mean) / sd, y_train, (embeddings[data.test] - mean) / sd)
+    rows.append(_row(data, "linear probe", "logistic regression on frozen X_langcell (standardised)", probe,
+                     len(data.train)))
+    return rows
+
+
+def few_shot_rows(data: Dataset, expression: np.ndarray, ks: list[int], seeds: list[int]) -> list[dict]:
+    """Few-shot logistic regression: mean ± sd over seeds for each k."""
+    from lightning_langcell.data.splits import k_shot_indices
+
+    rows = []
+    pool = data.labels[data.train]
+    for k in ks:
+        runs = []
+        for seed in seeds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                picked, _ = k_shot_indices(pool, k, seed=seed, min_cells=k)
+            train = data.train[picked]
+            predicted = logistic_regression(expression[train], data.labels[train], expression[data.test], seed=seed)
+            runs.append({"seed": seed, "n_train": int(len(train)), "n_classes": int(len(set(data.labels[train]))),
+                         **label_metrics(data.labels[data.test], predicted, data.classes)})
+        summary = {}
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
+            values = np.array([run[metric] for run in runs])
+            summary[metric] = round(float(values.mean()), 4)
+            summary[f"{metric}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+        rows.append({"dataset": data.name, "setting": "few-shot", "method": "logistic regression (log1p CP10k)",
+                     "k": k, "seeds": list(seeds), "n_train": runs[0]["n_train"], "n_test": int(len(data.test)),
+                     **summary, "per_seed": runs})
+    return rows
+
+
+def run_quality(quick: bool = False, datasets: list[str] | None = None, log=print) -> dict:
+    """Run the whole quality suite; returns the results dict (see ``benchmarks/run.py``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    config = dict(QUICK if quick else FULL)
+    wanted = dataset_paths(datasets)
+    results = {"suite": "quality", "quick": quick, "config": {
+        **config, "max_length": 256, "batch_size": 32, "label_column": LABEL,
+        "logistic_regression": "sklearn LogisticRegression(C=1, lbfgs, max_iter=300) on log1p(CP10k)",
+        "knn": "PCA(50, randomized, fitted on train) + KNeighborsClassifier(10, distance-weighted)",
+        "zero_shot_classes": "every cell_type label of the dataset (texts from its CL ids)",
+        "few_shot_langcell": "not run in quick mode" if quick else
+        "recipes/few_shot.yaml from the shipped checkpoint, max_length 256, CPU; one dataset, k and seeds as "
+        "in langcell_few_shot; the recipe's own test split (k-shot pick, rest 10% val / 90% test)"},
+        "seeds": {"split": 0, "few_shot": config["seeds"],
+                  "models": "sklearn random_state = few-shot seed (0 otherwise)"},
+        "checkpoint": {"name": "langcell-tiny-bundled", "path": str(CHECKPOINT.relative_to(REPO)),
+                       "pretrained_on": "80% train split (recipes/pretrain.yaml, seed 0) of "
+                                        + ", ".join(f"data/cells/{n}.h5ad" for n in PRETRAINING)
+                                        + "; pbmc3k, garnett_pbmc_facs and ACTINN never seen"},
+        "datasets": {}, "rows": []}
+    with tempfile.TemporaryDirectory(prefix="quality_benchmark_") as cache:
+        recipe_tests = recipe_test_cells(cache) if any(role == "pretraining" for _, _, role in wanted) else None
+    for name, path, role in wanted:
+        started = time.perf_counter()
+        data = load_dataset(name, path, role, config["max_cells"], recipe_tests)
+        expression = log1p_cp10k(data.adata.X)
+        shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+        results["datasets"][name] = {
+            "path": shown, "role": ROLE_TEXT[role], "n_cells": int(data.adata.n_obs), "n_genes": int(data.adata.n_vars),
+            "classes": data.classes, "split": {"how": data.split_how, "n_train": int(len(data.train)),
+                                               "n_test": int(len(data.test)), "test_positions": data.test.tolist()},
+            "test_truth": [data.classes.index(label) for label in data.labels[data.test]]}
+        zero_shot, embeddings = zero_shot_rows(data, config["alphas"])
+        rows = zero_shot + supervised_rows(data, expression, embeddings)
+        rows += few_shot_rows(data, expression, config["ks"], config["seeds"])
+        results["rows"] += rows
+        log(f"{name}: {data.adata.n_obs} cells, train {len(data.train)} / test {len(data.test)}, "
+            f"{len(rows)} rows in {time.perf_counter() - started:.1f} s")
+    results["splits"] = {name: {k: v for k, v in info["split"].items() if k != "test_positions"}
+                         for name, info in results["datasets"].items()}
+    fine_tune = config["langcell_few_shot"]
+    if fine_tune and fine_tune["dataset"] in results["datasets"]:
+        from benchmarks.few_shot_langcell import run_langcell_few_shot
+
+        results["rows"] += run_langcell_few_shot(fine_tune["ks"], fine_tune["seeds"], log=log)
+    return results

@@ -1,0 +1,150 @@
+"""Run the benchmark suites, write ``benchmarks/results/<suite>.json`` and regenerate the leaderboard.
+
+    python -m benchmarks.run --suite quality|speed|all [--quick] [--datasets pbmc3k ...]
+    python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
+
+- ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
+  supervised baselines; about 5-15 min on 1 CPU thread (``--quick``: seconds per dataset).
+- ``speed``: the three speed benchmarks' ``main()`` with small arguments (tokenizer 2,000
+  cells, pre-training step 2 layers × 128 wide × 16 cells, zero-shot 2 cells on 1 thread with the
+  official model sizes; ``--quick``: the zero-shot benchmark's tiny model).
+Each results file records the commit, machine (platform, CPUs, torch), seeds, splits and config.
+Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import io
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from benchmarks.leaderboard import plot, render
+
+HERE = Path(__file__).resolve().parent
+SPEED_ARGS = {
+    "tokenizer_benchmark": ["--cells", "2000", "--genes", "2000", "--detected", "500", "--repeat", "1"],
+    "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1"],
+    "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "", "--real-data", ""],
+}
+QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick"]}  # tiny model instead of the official sizes
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` (+ ``-dirty`` when the tree has uncommitted changes), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+
+
+def stamp(results: dict) -> dict:
+    """Add commit, machine and time to a results dict."""
+    return {**results, "commit": git_commit(), "machine": machine(),
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def run_speed(quick: bool = False, log=print) -> dict:
+    """Call each speed benchmark's ``main(argv)``; rows are what it returns (stdout kept if it returns none)."""
+    import importlib
+
+    results = {"suite": "speed", "quick": quick, "config": {"argv": SPEED_ARGS, "quick_extra": QUICK_SPEED_EXTRA},
+               "seeds": {"all": 0}, "splits": "synthetic cells (see each benchmark)", "benchmarks": {}}
+    for name, argv in SPEED_ARGS.items():
+        argv = argv + (QUICK_SPEED_EXTRA.get(name, []) if quick else [])
+        started, printed = time.perf_counter(), io.StringIO()
+        entry = {"argv": " ".join(["python -m benchmarks." + name, *[a or "''" for a in argv]])}
+        try:
+            with contextlib.redirect_stdout(printed):
+                returned = importlib.import_module(f"benchmarks.{name}").main(argv)
+            rows = returned.get("cases", []) if isinstance(returned, dict) else list(returned or [])
+            entry.update(rows=_jsonable(rows), printed=printed.getvalue()[-4000:])
+        except Exception as error:  # noqa: BLE001 - one failing benchmark must not lose the others
+            entry.update(rows=[], error=f"{type(error).__name__}: {error}", printed=printed.getvalue()[-4000:])
+        entry["seconds"] = round(time.perf_counter() - started, 1)
+        results["benchmarks"][name] = entry
+        failed = f" ({entry['error']})" if "error" in entry else ""
+        log(f"{name}: {entry['seconds']} s, {len(entry['rows'])} rows{failed}")
+    return results
+
+
+def write_json(results: dict, path: Path) -> None:
+    from lightning_langcell.io_utils import atomic_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path, "w") as handle:
+        json.dump(_jsonable(results), handle, indent=1)
+        handle.write("\n")
+
+
+def load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def regenerate(results_dir: Path, leaderboard: Path, plots_dir: Path) -> str:
+    """LEADERBOARD.md and plots from ``results_dir/{quality,speed}.json`` alone; returns the text."""
+    from lightning_langcell.io_utils import atomic_file
+
+    quality, speed = load_json(results_dir / "quality.json"), load_json(results_dir / "speed.json")
+    text = render(quality, speed)
+    with atomic_file(leaderboard, "w") as handle:
+        handle.write(text)
+    plot(quality, speed, plots_dir)
+    return text
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", choices=("quality", "speed", "all"), default="all")
+    parser.add_argument("--quick", action="store_true", help="subsampled data, fewer α/k/seeds (a smoke run)")
+    parser.add_argument("--datasets", nargs="+", help="quality datasets (default: all bundled + ACTINN if present)")
+    parser.add_argument("--results-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--leaderboard", type=Path, default=HERE / "LEADERBOARD.md")
+    parser.add_argument("--plots-dir", type=Path, default=HERE / "plots")
+    parser.add_argument("--render-only", action="store_true", help="only regenerate LEADERBOARD.md and plots")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    written = {}
+    if not args.render_only:
+        if args.suite in ("quality", "all"):
+            from benchmarks.quality import run_quality
+
+            written["quality"] = stamp(run_quality(args.quick, args.datasets))
+            write_json(written["quality"], args.results_dir / "quality.json")
+        if args.suite in ("speed", "all"):
+            written["speed"] = stamp(run_speed(args.quick))
+            write_json(written["speed"], args.results_dir / "speed.json")
+    text = regenerate(args.results_dir, args.leaderboard, args.plots_dir)
+    print(text)
+    return written
+
+
+if __name__ == "__main__":
+    main()
