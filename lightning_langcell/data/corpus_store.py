@@ -45,7 +45,7 @@ class NpyAppender:
 
     def append(self, values: Any) -> None:
         array = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1)
-        self._file.write(array.tobytes())
+        self._file.write(memoryview(array).cast("B"))
         self.count += array.size
 
     def close(self) -> dict:
