@@ -31,6 +31,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -131,14 +132,19 @@ def run_ours(path: str, chunk_size: int) -> list[np.ndarray]:
     return CellTokenizer(chunk_size=chunk_size).tokenize(path)
 
 
+def corpus_output(path: str) -> Path:
+    """Where ``ours_corpus`` writes; removed before each timed repeat (a fresh write each time)."""
+    return Path(path).with_suffix(".corpus")
+
+
 def run_ours_corpus(path: str, chunk_size: int):
     """h5ad -> corpus on disk; returns a loader of the tokens, called after the timing."""
     from lightning_langcell.data.corpus import CellCorpus
     from lightning_langcell.data.corpus_writer import tokenize_to_corpus
     from lightning_langcell.tokenization import CellTokenizer
 
-    output = Path(path).with_suffix(".corpus")
-    tokenize_to_corpus(path, output, CellTokenizer(chunk_size=chunk_size), overwrite=True)
+    output = corpus_output(path)
+    tokenize_to_corpus(path, output, CellTokenizer(chunk_size=chunk_size))
 
     def load() -> list[np.ndarray]:
         corpus = CellCorpus(output)
@@ -198,6 +204,8 @@ def child_main(case: str, path: str, out: str, chunk_size: int, budget_mb: int |
     seconds = cpu_seconds = float("inf")
     for _ in range(repeat):
         tokens = None  # free the previous run's output first
+        if case == "ours_corpus":  # each repeat writes a new corpus, as a first run does
+            shutil.rmtree(corpus_output(path), ignore_errors=True)
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
             tokens = runners[case]()

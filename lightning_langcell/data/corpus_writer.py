@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -73,27 +72,6 @@ def _file_digest(path: str | os.PathLike) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_of_file(path)
     return _DIGESTS[key]
-
-
-class _BackgroundDigests:
-    """sha256 of the input files, computed on a worker thread while the inputs are tokenized
-    (hashlib releases the GIL on large reads), and filled into the sources before the manifest."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._futures: dict[str, Future] = {}
-
-    def __call__(self, path: str) -> None:
-        """Digest callback of :func:`input_obs_kinds`: schedule the hash, fill it in later."""
-        self._futures[path] = self._pool.submit(_file_digest, path)
-        return None
-
-    def fill_in(self, sources: Sequence[dict]) -> None:
-        for source in sources:
-            future = self._futures.get(source.get("path"))
-            if future is not None:
-                source["sha256"] = future.result()
-        self._pool.shutdown()
 
 
 def _input_list(inputs: Any) -> list:
@@ -313,8 +291,7 @@ def tokenize_to_corpus(
         "vocab_size": len(tokenizer.vocabulary),
         "tokenizer_settings": _semantic_settings(tokenizer.settings()),
     }
-    digests = _BackgroundDigests()
-    scans = [input_obs_kinds(item, index, digests) for index, item in enumerate(items)]
+    scans = [input_obs_kinds(item, index, _file_digest) for index, item in enumerate(items)]
     kinds = [scan["kinds"] for scan in scans]
     if existing is not None:
         _check_compatible([vocabulary], existing.manifest, f"Appending to {target}")
@@ -322,6 +299,7 @@ def tokenize_to_corpus(
     wanted = _wanted_columns(obs_columns, kinds)
     if existing is not None and wanted is not None:
         wanted = list(kinds[0]) + wanted
+    _check_no_duplicate_sources((existing.sources if existing else []) + [scan["provenance"] for scan in scans])
     columns = _merge_kinds(kinds, wanted)
 
     def fill(writer: CorpusArraysWriter) -> None:
@@ -329,8 +307,6 @@ def tokenize_to_corpus(
             _copy_corpus(writer, existing)
         for item, scan in zip(items, scans):
             _tokenize_source(writer, tokenizer, item, scan, chunk_size)
-        digests.fill_in(writer.sources)
-        _check_no_duplicate_sources(writer.sources)  # a refused corpus is never renamed into place
 
     return _write(target, replace, vocabulary, columns, fill)
 
