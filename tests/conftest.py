@@ -1,6 +1,8 @@
 """Shared test settings: offline hub, few threads, the repo's test data folder."""
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,30 @@ def randomise_parameters(module: torch.nn.Module, seed: int = 0) -> None:
 def randomise():
     """``randomise(module, seed=0)``: see :func:`randomise_parameters`."""
     return randomise_parameters
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Tiny models run fastest on one thread (and are immune to other jobs on a shared CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def single_torch_thread():
+    """``with single_torch_thread(): ...`` runs the block with one torch thread."""
+    return _one_torch_thread
+
+
+@pytest.fixture()
+def official_copy(test_data_dir, tmp_path) -> Path:
+    """A writable copy of the official-layout tiny fixture (tests/data/langcell-official-tiny)."""
+    target = tmp_path / "official"
+    shutil.copytree(test_data_dir / "langcell-official-tiny", target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return target

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import anndata
 import pytest
-import torch
 
 # pbmc68k FACS labels -> Cell Ontology ids (what CELLxGENE would store beside them)
 PBMC68K_CL_IDS = {
@@ -35,9 +34,6 @@ def pbmc_h5ad(test_data_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="package")
-def one_thread():
-    """Tiny models: one thread is fastest (and immune to other jobs on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(single_torch_thread):
+    with single_torch_thread():
+        yield

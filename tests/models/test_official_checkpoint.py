@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -13,16 +12,6 @@ from lightning_langcell.hub.official import export_official, load_official, load
 from lightning_langcell.models import LangCellConfig, LangCellModel
 
 OFFICIAL_PARTS = ("cell_bert.", "text_bert.", "cell_proj.", "text_proj.", "ctm_head.")
-
-
-@pytest.fixture()
-def official_copy(test_data_dir, tmp_path):
-    """A writable copy of the official-layout fixture."""
-    target = tmp_path / "official"
-    shutil.copytree(test_data_dir / "langcell-official-tiny", target)
-    for path in target.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    return target
 
 
 def _official_state(model: LangCellModel) -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@
 import ast
 import gzip
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -117,11 +116,8 @@ class _Payload:
 
 
 @pytest.fixture()
-def official_with_payload(test_data_dir, tmp_path):
-    folder = tmp_path / "official"
-    shutil.copytree(test_data_dir / "langcell-official-tiny", folder)
-    for path in folder.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
+def official_with_payload(official_copy, tmp_path):
+    folder = official_copy
     original = torch.load(folder / "cell_proj.bin", weights_only=True)
     marker = tmp_path / "payload_ran"
     torch.save({"weight": _Payload(marker, tuple(original["weight"].shape)), "bias": original["bias"]},

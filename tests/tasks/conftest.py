@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from classification_checks import PBMC
 
 
@@ -16,11 +15,9 @@ def corpus_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def one_thread(single_torch_thread):
+    with single_torch_thread():
+        yield
 
 
 @pytest.fixture()

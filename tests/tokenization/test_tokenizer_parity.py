@@ -64,7 +64,6 @@ def test_fixture_edge_cases(official_dir, official_expected):
 
 def test_ties_are_ordered_by_token_id(official_dir, official_expected):
     """418 exact tie groups: ours puts the lower token id first, in every group."""
-    expected = official_expected["synthetic_nb_40cells"]
     tokens, _, values = _tokenize(CellTokenizer(max_genes=None), official_dir / "synthetic_nb_40cells.h5ad", with_values=True)
     groups = 0
     for got, got_values in zip(tokens, values):
