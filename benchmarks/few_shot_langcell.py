@@ -1,97 +1,95 @@
-"""LangCell few-shot fine-tuning (``recipes/few_shot.yaml``) of the shipped checkpoint, one dataset.
+"""LangCell few-shot fine-tuning rows of the quality suite, paired with few-shot logistic regression.
 
-Expensive on a CPU (a fit + test of about 20 s per (k, seed) for 800 cells with the tiny
-checkpoint), so the quality suite runs it for one dataset never seen in pre-training
-(``garnett_pbmc_facs``) and a few (k, seed) pairs. The recipe picks its own cells: ``k_shot_indices``
-(k per class, seeded) for training, the rest split 10% val / 90% test (stratified, same seed).
-For a paired comparison the same k cells train a logistic regression on log1p(CP10k) that is
-scored on the same test cells (``cell_index`` of the recipe's ``test_predictions.csv``).
+For each dataset, k and seed the k training cells per class are those of the few-shot
+logistic-regression row (:func:`benchmarks.quality.few_shot_cells`: ``k_shot_indices`` on the
+dataset's train split, classes with < k cells dropped), and both are scored on the dataset's
+fixed test split, so the two rows of a (dataset, k, seed) differ only in the method.
+
+The task is the package's :class:`~lightning_langcell.tasks.few_shot.FewShotLangCell` with the
+settings of ``recipes/few_shot.yaml`` (Adam lr 1e-5 constant, batch 12, loss
+CE(cell·text / 0.05) + CE over the matcher's class probabilities, prediction α = 0.1 blend),
+started from the shipped checkpoint, ``<cls>`` + 255 genes, CPU, in-process
+(:mod:`benchmarks.lightning_runs`: one tokenization per dataset, nothing written per run).
+The number of epochs is the suite's setting (the recipe's 10 do not fit the CPU budget; the
+results record it). Classes sharing one CL term get distinct texts
+(:func:`benchmarks.lightning_runs.distinct_class_texts`); LangCell scores every class of the
+dataset (classes dropped for having < k training cells keep their text), while the logistic
+regression can only predict the classes it was trained on.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import subprocess
-import sys
-import tempfile
-import warnings
+import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.baselines import label_metrics, log1p_cp10k, logistic_regression
+from benchmarks.baselines import label_metrics
+from benchmarks.lightning_runs import SubsetDataModule, distinct_class_texts, fit_predict
+from benchmarks.quality import CHECKPOINT, LABEL, Dataset, few_shot_cells, seed_summary
 
-REPO = Path(__file__).resolve().parents[1]
-DATASET = "garnett_pbmc_facs"
-METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
-
-
-def _cli(command: str, path: Path, k: int, seed: int, runs: Path, extra: list[str]) -> None:
-    argv = [sys.executable, "-m", "lightning_langcell", command, "--config", str(REPO / "recipes/few_shot.yaml"),
-            "--data.data", str(path), "--data.k_shot", str(k), "--data.seed", str(seed), "--seed_everything", str(seed),
-            "--data.max_length", "256", "--data.num_workers", "0", "--trainer.accelerator", "cpu",
-            "--model.init_args.init_from", str(REPO / "checkpoints/langcell-tiny-bundled"),
-            "--trainer.logger.init_args.save_dir", str(runs), "--trainer.logger.init_args.version", f"k{k}s{seed}",
-            "--trainer.enable_progress_bar", "false", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{command} k={k} seed={seed} failed: {done.stderr[-1500:]}")
+METHOD = "LangCell few-shot fine-tune (recipes/few_shot.yaml)"
+RECIPE = {"alpha": 0.1, "temperature": 0.05, "loss_weights": {"ctc": 1.0, "ctm": 1.0}, "learning_rate": 1e-5,
+          "weight_decay": 0.0, "warmup_steps": 0, "min_lr_ratio": 1.0}
+BATCH_SIZE, MAX_LENGTH = 12, 256
 
 
-def _summary(runs: list[dict]) -> dict:
-    out = {}
-    for metric in METRICS:
-        values = np.array([run[metric] for run in runs])
-        out[metric] = round(float(values.mean()), 4)
-        out[f"{metric}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
-    return out
+def class_text_overrides(corpus: str) -> dict[str, str]:
+    """``type2text`` giving tied classes of the corpus distinct texts (empty when none tie)."""
+    from lightning_langcell.data.datamodule import LangCellDataModule
+
+    module = LangCellDataModule(corpus, label_column=LABEL, texts=False)
+    module.setup("fit")
+    return distinct_class_texts(module)
 
 
-def run_langcell_few_shot(ks: list[int], seeds: list[int], log=print) -> list[dict]:
-    """Rows (LangCell fine-tuned, and the paired logistic regression) for each k, mean ± sd over seeds."""
-    import anndata
+def fit_few_shot(data: Dataset, corpus: str, train: np.ndarray, seed: int, epochs: int, workdir: Path,
+                 type2text: dict[str, str], eval_batch_size: int = 32) -> tuple[np.ndarray, int]:
+    """Fine-tune the shipped checkpoint on ``train`` (dataset positions); predicted labels [n_test], steps."""
+    from lightning_langcell.tasks.few_shot import FewShotLangCell
 
-    from lightning_langcell.data.splits import k_shot_indices
+    module = SubsetDataModule(corpus, train, data.test, label_column=LABEL, texts=False, max_length=MAX_LENGTH,
+                              batch_size=BATCH_SIZE, eval_batch_size=eval_batch_size, seed=seed,
+                              type2text=type2text or None)
+    task = FewShotLangCell(init_from=str(CHECKPOINT), **RECIPE)
+    predicted, steps = fit_predict(task, module, epochs, workdir, seed)
+    if module.classes != data.classes:
+        raise RuntimeError(f"class order {module.classes} != {data.classes}")
+    return np.asarray(data.classes, dtype=object)[predicted], steps
 
-    path = REPO / "data/cells" / f"{DATASET}.h5ad"
-    adata = anndata.read_h5ad(path)
-    labels = adata.obs["cell_type"].astype(str).to_numpy()
-    classes = sorted(set(labels))
-    expression = log1p_cp10k(adata.X)
+
+def langcell_few_shot_rows(data: Dataset, corpus: str, paired_rows: list[dict], epochs: int, workdir: Path,
+                           log=print) -> list[dict]:
+    """One row per k of ``paired_rows`` (the dataset's few-shot logistic-regression rows), same seeds and cells.
+
+    Each row holds mean ± sd over seeds, per-seed metrics, training positions and test
+    predictions (class indices over ``data.classes``), and the paired difference in macro-F1
+    (LangCell − logistic regression, per seed).
+    """
+    type2text = class_text_overrides(corpus)
+    index = {name: i for i, name in enumerate(data.classes)}
+    truth = data.labels[data.test]
     rows = []
-    with tempfile.TemporaryDirectory(prefix="few_shot_langcell_") as tmp:
-        for k in ks:
-            langcell, paired = [], []
-            for seed in seeds:
-                runs = Path(tmp)
-                _cli("fit", path, k, seed, runs, [])
-                folder = runs / "few_shot" / f"k{k}s{seed}"
-                _cli("test", path, k, seed, runs, ["--ckpt_path", str(folder / "checkpoints/last.ckpt")])
-                with open(folder / "test_predictions.csv", newline="") as handle:
-                    table = list(csv.DictReader(handle))
-                test = np.array([int(r["cell_index"]) for r in table])
-                predicted = np.array([r["prediction_name"] for r in table], dtype=object)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)
-                    train, _ = k_shot_indices(labels, k, seed=seed)
-                if np.intersect1d(train, test).size:
-                    raise RuntimeError("the recipe's test cells overlap its k-shot training cells")
-                reported = json.loads((folder / "test_results.json").read_text())["metrics"]
-                ours = label_metrics(labels[test], predicted, classes)
-                if abs(ours["accuracy"] - reported["accuracy"]) > 1e-3:
-                    raise RuntimeError(f"recomputed accuracy {ours['accuracy']} != reported {reported['accuracy']}")
-                common = {"seed": seed, "n_train": int(len(train)), "n_test": int(len(test))}
-                langcell.append({**common, **ours})
-                baseline = logistic_regression(expression[train], labels[train], expression[test], seed=seed)
-                paired.append({**common, **label_metrics(labels[test], baseline, classes)})
-                log(f"LangCell few-shot {DATASET} k={k} seed={seed}: accuracy {ours['accuracy']:.3f} "
-                    f"(paired logistic regression {paired[-1]['accuracy']:.3f})")
-            for method, runs_ in (("LangCell few-shot fine-tune (recipes/few_shot.yaml)", langcell),
-                                  ("logistic regression (log1p CP10k), same cells", paired)):
-                rows.append({"dataset": DATASET, "setting": "few-shot LangCell", "method": method, "k": k,
-                             "seeds": list(seeds), "n_train": runs_[0]["n_train"], "n_test": runs_[0]["n_test"],
-                             **_summary(runs_), "per_seed": runs_})
+    for paired in paired_rows:
+        runs = []
+        for baseline in paired["per_seed"]:
+            k, seed = paired["k"], baseline["seed"]
+            train = few_shot_cells(data, k, seed)
+            if train.tolist() != baseline["train_positions"]:
+                raise RuntimeError(f"{data.name} k={k} seed={seed}: training cells differ from the paired row")
+            started = time.perf_counter()
+            predicted, steps = fit_few_shot(data, corpus, train, seed, epochs, workdir, type2text)
+            metrics = label_metrics(truth, predicted, data.classes)
+            runs.append({"seed": seed, "n_train": int(len(train)), "steps": steps,
+                         "seconds": round(time.perf_counter() - started, 2), **metrics,
+                         "macro_f1_minus_paired": round(metrics["macro_f1"] - baseline["macro_f1"], 4),
+                         "train_positions": train.tolist(), "predictions": [index[str(p)] for p in predicted]})
+            log(f"  LangCell few-shot {data.name} k={k} seed={seed}: macro-F1 {metrics['macro_f1']:.3f} "
+                f"(paired LR {baseline['macro_f1']:.3f}), {steps} steps, {runs[-1]['seconds']:.1f} s")
+        rows.append({"dataset": data.name, "setting": "few-shot LangCell", "method": METHOD, "k": paired["k"],
+                     "seeds": [run["seed"] for run in runs], "epochs": epochs, "n_train": runs[0]["n_train"],
+                     "n_test": int(len(data.test)), **seed_summary(runs),
+                     **seed_summary(runs, ("macro_f1_minus_paired",)),
+                     "type2text_overrides": type2text, "per_seed": runs})
     return rows
+

@@ -31,23 +31,115 @@ def _find(quality: dict, dataset: str, setting: str, method: str | None = None, 
     return None
 
 
-def headline(quality: dict) -> list[str]:
-    """Dataset × method table of macro-F1 (accuracy in brackets) on each dataset's test split."""
+def headline_columns(quality: dict) -> list[tuple[str, str, dict]]:
+    """(column title, setting, row match) of the headline table and bar plot."""
     from benchmarks.baselines import BASELINES
 
-    columns = [("zero-shot α=0.1", "zero-shot", None, {"alpha": HEADLINE_ALPHA}),
-               ("linear probe", "linear probe", None, {}),
-               ("few-shot LR k=5", "few-shot", None, {"k": 5})]
-    columns += [(name.split(" (")[0], "supervised reference", name, {}) for name in BASELINES]
+    columns = [("zero-shot α=0.1", "zero-shot", {"alpha": HEADLINE_ALPHA}), ("linear probe", "linear probe", {}),
+               ("few-shot LR k=5", "few-shot", {"k": 5}), ("few-shot LangCell k=5", "few-shot LangCell", {"k": 5}),
+               ("fine-tune", "fine-tune", {})]
+    columns = [column for column in columns if _rows(quality, column[1])]
+    return columns + [(name.split(" (")[0], "supervised reference", {"method": name}) for name in BASELINES]
+
+
+def headline(quality: dict) -> list[str]:
+    """Dataset × method table of macro-F1 (accuracy in brackets) on each dataset's test split."""
+    columns = headline_columns(quality)
     lines = ["| dataset | test cells | " + " | ".join(c[0] for c in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for name, info in quality["datasets"].items():
         cells = []
-        for _, setting, method, match in columns:
-            row = _find(quality, name, setting, method, **match)
+        for _, setting, match in columns:
+            row = _find(quality, name, setting, **match)
             cells.append("–" if row is None else f"{row['macro_f1']:.3f} ({row['accuracy']:.3f})")
         lines.append(f"| {name} | {info['split']['n_test']} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _mean_sd(row: dict, metric: str) -> str:
+    return f"{row[metric]:.3f} ± {row[metric + '_sd']:.3f}"
+
+
+def langcell_sections(quality: dict) -> list[str]:
+    """Few-shot LangCell vs paired LR, LangCell-CE fine-tuning, reverse cross-dataset zero-shot."""
+    config, out = quality["config"], []
+    reduced = config.get("reduced", {})
+    few_shot = _rows(quality, "few-shot LangCell")
+    if few_shot:
+        out += ["", "### Few-shot LangCell vs logistic regression on the same cells", "",
+                f"`FewShotLangCell` from `{quality['checkpoint']['name']}` with recipes/few_shot.yaml settings "
+                f"(Adam lr 1e-5, batch 12, CE(sim/0.05) + CE over CTM, α = 0.1, max 256 tokens, CPU) for "
+                f"**{config['langcell_few_shot']['epochs']} epochs** ({reduced.get('langcell_few_shot', '')}). "
+                "Per (dataset, k, seed) both methods train on the same k cells per class of the train split and "
+                "are scored on the same full test split; mean ± sd over seeds "
+                f"{few_shot[0]['seeds']}; Δ = LangCell − LR macro-F1, paired per seed. Classes sharing one CL term "
+                "get the dataset label in their text; classes with < k training cells are dropped from training "
+                "(LangCell can still predict them from their text, LR cannot).", "",
+                "| dataset | k | train cells (seed 0) | LangCell macro-F1 | LR macro-F1 | Δ macro-F1 (paired) | "
+                "LangCell accuracy | LR accuracy |", "|---" * 8 + "|"]
+        for row in few_shot:
+            paired = _find(quality, row["dataset"], "few-shot", k=row["k"])
+            delta = f"{row['macro_f1_minus_paired']:+.3f} ± {row['macro_f1_minus_paired_sd']:.3f}"
+            out.append(f"| {row['dataset']} | {row['k']} | {row['n_train']} | {_mean_sd(row, 'macro_f1')} | "
+                       f"{_mean_sd(paired, 'macro_f1')} | {delta} | {_mean_sd(row, 'accuracy')} | "
+                       f"{_mean_sd(paired, 'accuracy')} |")
+    fine_tuned = _rows(quality, "fine-tune")
+    if fine_tuned:
+        first = fine_tuned[0]
+        features = first.get("features", "cls")
+        out += ["", f"### LangCell-CE fine-tuning (cell encoder + head on the `{features}` features), trained on the "
+                "train split", "",
+                f"`CellTypeClassifier` from `{quality['checkpoint']['name']}` with recipes/finetune.yaml settings "
+                f"(AdamW 5e-5, weight decay 0.001, batch 16, clip 1.0, cosine to 0, max 256 tokens, CPU, seed "
+                f"{first['seed']}) for **{first['epochs']} epochs instead of {first['recipe_epochs']}** and "
+                f"{first['recipe_warmup_steps']} × {first['epochs']}/{first['recipe_epochs']} warm-up steps. "
+                "The head reads the pooled cell state (`features: pooled`): the `<cls>` state for the released "
+                "model, the mean gene state for the tiny checkpoint (its `<cls>` state is untrained).", "",
+                "| dataset | train cells | epochs | steps | warm-up | " + HEADER[2:], "|---" * 9 + "|"]
+        out += [f"| {r['dataset']} | {r['n_train']} | {r['epochs']} | {r['steps']} | {r['warmup_steps']} | "
+                f"{_metrics(r)} |" for r in fine_tuned]
+    reverse = _rows(quality, "reverse zero-shot")
+    if reverse:
+        info = quality["reverse_pretraining"]
+        trained = ", ".join(f"{name} ({v['cells']} cells)" for name, v in info["trained_on"].items())
+        sources = " + ".join(info["trained_on"])
+        out += ["", f"### Reverse cross-dataset zero-shot: pre-trained on the {sources} train splits", "",
+                f"A tiny model pre-trained from scratch with {info['recipe']} (all four objectives, CPU) on the "
+                f"train splits of {trained} only, every cell in training, no validation: {info['steps']} steps "
+                f"(max {info['max_epochs']} epochs"
+                + (f", max {info['max_steps']} steps" if info.get("max_steps") else "") + f", {info['seconds']} s). "
+                "Zero-shot on each dataset's test split (all its labels as classes); 'own' marks the test split of "
+                "a dataset whose train split pre-trained it.", "",
+                "| dataset | pre-trained on its train split | α | " + HEADER[2:], "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['dataset']} | {'own' if r['seen_in_pretraining'] else 'never seen'} | {r['alpha']} | "
+                f"{_metrics(r)} |" for r in reverse]
+    return out
+
+
+def _table(rows: list[dict], keys: list[str], first: tuple[str, ...] = ("dataset", "method", "n_test")) -> list[str]:
+    """Markdown table of ``first`` + ``keys`` columns (– where a row lacks a key)."""
+    columns = [*first, *keys]
+    return ["| " + " | ".join(c.replace("_", " ") for c in columns) + " |", "|" + "---|" * len(columns),
+            *["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]]
+
+
+def embedding_section(quality: dict) -> list[str]:
+    """Label separation, batch mixing and cell <-> text retrieval of the frozen embeddings."""
+    within, across = _rows(quality, "embedding"), _rows(quality, "embedding across datasets")
+    if not within and not across:
+        return []
+    out = ["", "### Embeddings and retrieval (frozen, test split of each dataset)", "",
+           "Silhouette by label (cosine) and kNN label purity (k = 15) of `X_langcell` and, as a baseline, of "
+           "PCA-50 of log1p CP10k (fitted on the train split); cell → text recall@k against the class texts of the "
+           "dataset's labels, text → cell recall@k and precision@5 (`lightning_langcell.inference.retrieval`).", ""]
+    out += _table(within, ["silhouette_label", "knn_purity", "cell_to_text_recall_at_1", "cell_to_text_recall_at_5",
+                           "text_to_cell_recall_at_1", "text_to_cell_precision_at_5", "n_texts"])
+    if across:
+        out += ["", f"Across datasets (batch = dataset, label = Cell Ontology id, test splits; the baseline's PCA "
+                    f"uses the {across[0]['shared_genes']} genes the sets share): a good embedding has a high "
+                    "label silhouette / purity and a low batch silhouette / high batch mixing.", ""]
+        out += _table(across, ["silhouette_label", "knn_purity", "silhouette_batch", "knn_batch_mixing"])
+    return out
 
 
 def quality_section(quality: dict) -> list[str]:
@@ -79,17 +171,12 @@ def quality_section(quality: dict) -> list[str]:
                 f"seeds {seeds}; classes with < k training cells dropped, their test cells count as errors)", "",
             "| dataset | k | train cells (seed 0) | " + HEADER[2:], "|---|---|---|---|---|---|---|"]
     out += [f"| {r['dataset']} | {r['k']} | {r['n_train']} | {_metrics(r)} |" for r in _rows(quality, "few-shot")]
-    out += ["", f"### LangCell few-shot fine-tuning: {quality['config']['few_shot_langcell']}", ""]
-    fine_tuned = _rows(quality, "few-shot LangCell")
-    if fine_tuned:
-        out += ["Paired with a logistic regression trained on the same k cells and scored on the same test "
-                "cells (mean ± sd over seeds " + str(fine_tuned[0]["seeds"]) + ").", "",
-                "| dataset | method | k | train cells | test cells | " + HEADER[2:], "|---" * 9 + "|"]
-        out += [f"| {r['dataset']} | {r['method']} | {r['k']} | {r['n_train']} | {r['n_test']} | {_metrics(r)} |"
-                for r in fine_tuned]
+    out += langcell_sections(quality)
+    out += embedding_section(quality)
     out += [
             "", "Plots: ![macro-F1 by method](plots/quality_macro_f1.png) ![few-shot](plots/few_shot.png) "
-                "![zero-shot alpha](plots/zero_shot_alpha.png)", ""]
+                "![zero-shot alpha](plots/zero_shot_alpha.png)"
+                + (" ![few-shot LangCell vs LR](plots/few_shot_langcell.png)" if few_shot_panels(quality) else ""), ""]
     return out
 
 
@@ -137,6 +224,25 @@ def render(quality: dict | None, speed: dict | None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def few_shot_panels(quality: dict) -> dict[str, dict[str, list[dict]]]:
+    """{dataset: {"LangCell": rows, "logistic regression": rows}} for datasets with few-shot LangCell rows."""
+    panels = {}
+    for name in quality["datasets"]:
+        langcell = [r for r in _rows(quality, "few-shot LangCell") if r["dataset"] == name]
+        if langcell:
+            panels[name] = {"LangCell": langcell,
+                            "logistic regression": [r for r in _rows(quality, "few-shot") if r["dataset"] == name]}
+    return panels
+
+
+def _errorbar_by_k(axes, rows: list[dict], label: str) -> None:
+    """Mean macro-F1 ± sd over seeds against k (x axis: k cells per class)."""
+    axes.errorbar([r["k"] for r in rows], [r["macro_f1"] for r in rows], [r["macro_f1_sd"] for r in rows],
+                  marker="o", capsize=3, label=label)
+    axes.set_xlabel("k cells per class")
+    axes.legend(fontsize=7)
+
+
 def plot(quality: dict | None, speed: dict | None, folder: Path) -> list[Path]:
     """Write the PNG plots; returns their paths."""
     import matplotlib
@@ -156,10 +262,7 @@ def plot(quality: dict | None, speed: dict | None, folder: Path) -> list[Path]:
 
     if quality:
         names = list(quality["datasets"])
-        methods = [("zero-shot α=0.1", "zero-shot", {"alpha": HEADLINE_ALPHA}), ("linear probe", "linear probe", {}),
-                   ("few-shot LR k=5", "few-shot", {"k": 5})]
-        methods += [(r["method"].split(" (")[0], "supervised reference", {"method": r["method"]})
-                    for r in _rows(quality, "supervised reference") if r["dataset"] == names[0]]
+        methods = headline_columns(quality)
         figure, axes = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
         width = 0.8 / len(methods)
         for i, (label, setting, match) in enumerate(methods):
@@ -171,13 +274,22 @@ def plot(quality: dict | None, speed: dict | None, folder: Path) -> list[Path]:
         save(figure, "quality_macro_f1.png")
         figure, axes = plt.subplots(figsize=(6, 4))
         for name in names:
-            rows = [r for r in _rows(quality, "few-shot") if r["dataset"] == name]
-            axes.errorbar([r["k"] for r in rows], [r["macro_f1"] for r in rows],
-                          [r["macro_f1_sd"] for r in rows], marker="o", capsize=3, label=name)
-        axes.set_xlabel("k cells per class")
+            _errorbar_by_k(axes, [r for r in _rows(quality, "few-shot") if r["dataset"] == name], name)
         axes.set_ylabel("macro-F1 (few-shot logistic regression)")
-        axes.legend(fontsize=7)
         save(figure, "few_shot.png")
+        panels = few_shot_panels(quality)
+        if panels:
+            columns = min(4, len(panels))
+            figure, grid = plt.subplots((len(panels) + columns - 1) // columns, columns, squeeze=False,
+                                        figsize=(3.2 * columns, 2.8 * ((len(panels) + columns - 1) // columns)))
+            for axes, (name, series) in zip(grid.flat, panels.items()):
+                for label, rows in series.items():
+                    _errorbar_by_k(axes, rows, label)
+                axes.set_title(name, fontsize=9)
+                axes.set_ylabel("macro-F1")
+            for axes in list(grid.flat)[len(panels):]:
+                axes.set_visible(False)
+            save(figure, "few_shot_langcell.png")
         figure, axes = plt.subplots(figsize=(6, 4))
         for name in names:
             rows = [r for r in _rows(quality, "zero-shot") if r["dataset"] == name]

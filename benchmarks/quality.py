@@ -16,7 +16,11 @@ supervised references trained on the train split (majority class, logistic regre
 log1p CP10k, kNN on PCA-50); a linear probe (logistic regression) on the frozen checkpoint's
 cell embeddings ``obsm["X_langcell"]``; few-shot logistic regression with k cells per class
 (``k_shot_indices`` on the train split, classes with < k training cells dropped, their test
-cells counted as errors), mean ± sd over seeds.
+cells counted as errors), mean ± sd over seeds; LangCell few-shot fine-tuning on the same k cells
+(:mod:`benchmarks.few_shot_langcell`, paired per seed); LangCell-CE fine-tuning on the train split
+(:mod:`benchmarks.fine_tune_langcell`); zero-shot of a tiny model pre-trained on the train splits
+of pbmc3k + garnett_pbmc_facs (:mod:`benchmarks.reverse_pretraining`). Where the recipes' epochs do
+not fit the CPU budget the suite's ``config`` sets fewer, and records them (``REDUCED``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.baselines import BASELINES, label_metrics, log1p_cp10k, logistic_regression
+from benchmarks.embedding_quality import dataset_embedding_rows, pbmc_batch_rows
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = REPO / "checkpoints/langcell-tiny-bundled"
@@ -39,9 +44,19 @@ PRETRAINING = ("pbmc68k_reduced", "baron_mouse_pancreas", "zeisel_mouse_brain", 
 UNSEEN = ("pbmc3k", "garnett_pbmc_facs")
 ACTINN = Path("/work/shared/data/actinn_mouse_blood/actinn_train_set.h5ad")
 LABEL = "cell_type"
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 3, 4], "max_cells": None,
-        "langcell_few_shot": {"dataset": "garnett_pbmc_facs", "ks": [1, 5], "seeds": [0, 1]}}
-QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": None}
+        "langcell_few_shot": {"epochs": 3}, "fine_tune": {"epochs": 5},
+        "reverse_pretrain": {"max_epochs": 1, "max_steps": None}}
+QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": {"epochs": 1},
+         "fine_tune": {"epochs": 1}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2}}
+REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU cores (1 torch thread)
+    "langcell_few_shot": "recipes/few_shot.yaml trains 10 epochs; the suite trains config.langcell_few_shot.epochs "
+                         "(everything else as the recipe; full test split, no test-cell subsampling)",
+    "fine_tune": "recipes/finetune.yaml trains 20 epochs with 500 warm-up steps; the suite trains "
+                 "config.fine_tune.epochs with round(500 * epochs / 20) warm-up steps",
+    "reverse_pretrain": "recipes/pretrain.yaml (2 epochs); the suite trains config.reverse_pretrain epochs / steps "
+                        "on the train splits only, with no validation split"}
 ROLE_TEXT = {"pretraining": "held-out test split of a pre-training dataset",
              "unseen": "dataset never seen in pre-training"}
 
@@ -130,7 +145,7 @@ def load_dataset(name: str, path: Path, role: str, max_cells: int | None,
     return Dataset(name, path, role, adata, labels, train, test, how, sorted(set(labels)))
 
 
-def _row(data: Dataset, setting: str, method: str, predicted: np.ndarray, n_train: int, **extra) -> dict:
+def score_row(data: Dataset, setting: str, method: str, predicted: np.ndarray, n_train: int, **extra) -> dict:
     truth = data.labels[data.test]
     index = {c: i for i, c in enumerate(data.classes)}
     return {"dataset": data.name, "setting": setting, "method": method, "n_train": int(n_train),
@@ -138,114 +153,166 @@ def _row(data: Dataset, setting: str, method: str, predicted: np.ndarray, n_trai
             "predictions": [index.get(str(p), -1) for p in predicted]}
 
 
-def zero_shot_rows(data: Dataset, alphas: list[float]) -> tuple[list[dict], np.ndarray]:
-    """Zero-shot rows for each α, and the frozen cell embeddings [N, 256] (``X_langcell``)."""
+def zero_shot_predictions(data: Dataset, model, alphas: list[float], test_only: bool = True):
+    """Per α: (α, predicted labels [n_test], seconds, annotated AnnData of the test or all cells)."""
     from lightning_langcell.inference.annotate import annotate
 
-    rows, embeddings = [], None
+    cells = data.adata[data.test].copy() if test_only else data.adata
     for alpha in alphas:
         started = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            annotated = annotate(data.adata, str(CHECKPOINT), label_column=LABEL, alpha=alpha,
-                                 batch_size=32, max_length=256)
-        predicted = annotated.obs["langcell_prediction"].astype(object).to_numpy()[data.test]
-        rows.append(_row(data, "zero-shot", "LangCell zero-shot (langcell-tiny-bundled)", predicted, 0,
-                         alpha=alpha, seconds=round(time.perf_counter() - started, 2)))
-        embeddings = np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
-    if embeddings is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            annotated = annotate(data.adata, str(CHECKPOINT), label_column=LABEL, alpha=1.0,
-                                 batch_size=32, max_length=256)
-        embeddings = np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
-    return rows, embeddings
+            annotated = annotate(cells, model, label_column=LABEL, alpha=alpha, batch_size=32, max_length=256)
+        predicted = annotated.obs["langcell_prediction"].astype(object).to_numpy()
+        seconds = round(time.perf_counter() - started, 2)
+        yield alpha, predicted if test_only else predicted[data.test], seconds, annotated
+
+
+def zero_shot_rows(data: Dataset, alphas: list[float]) -> tuple[list[dict], np.ndarray]:
+    """Zero-shot rows for each α, and the frozen cell embeddings [N, 256] (``X_langcell``)."""
+    rows, annotated = [], None
+    for alpha, predicted, seconds, annotated in zero_shot_predictions(data, str(CHECKPOINT), alphas or [1.0],
+                                                                      test_only=False):
+        if alpha in alphas:
+            rows.append(score_row(data, "zero-shot", "LangCell zero-shot (langcell-tiny-bundled)", predicted, 0,
+                                  alpha=alpha, seconds=seconds))
+    return rows, np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
 
 
 def supervised_rows(data: Dataset, expression: np.ndarray, embeddings: np.ndarray) -> list[dict]:
     """Supervised references on the train split, and the linear probe on frozen embeddings."""
     y_train = data.labels[data.train]
-    rows = [_row(data, "supervised reference", name, fit(expression[data.train], y_train, expression[data.test]),
+    rows = [score_row(data, "supervised reference", name, fit(expression[data.train], y_train, expression[data.test]),
                  len(data.train)) for name, fit in BASELINES.items()]
     mean, sd = embeddings[data.train].mean(0), embeddings[data.train].std(0) + 1e-6  # standardised on train
     probe = logistic_regression((embeddings[data.train] - mean) / sd, y_train, (embeddings[data.test] - mean) / sd)
-    rows.append(_row(data, "linear probe", "logistic regression on frozen X_langcell (standardised)", probe,
+    rows.append(score_row(data, "linear probe", "logistic regression on frozen X_langcell (standardised)", probe,
                      len(data.train)))
     return rows
 
 
-def few_shot_rows(data: Dataset, expression: np.ndarray, ks: list[int], seeds: list[int]) -> list[dict]:
-    """Few-shot logistic regression: mean ± sd over seeds for each k."""
+def few_shot_cells(data: Dataset, k: int, seed: int) -> np.ndarray:
+    """Dataset positions [n] of k training cells per class from the train split (classes with < k dropped)."""
     from lightning_langcell.data.splits import k_shot_indices
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        picked, _ = k_shot_indices(data.labels[data.train], k, seed=seed, min_cells=k)
+    return data.train[picked]
+
+
+def seed_summary(runs: list[dict], metrics: tuple[str, ...] = METRICS) -> dict:
+    """Mean and sample sd (``<metric>_sd``) of each metric over the per-seed runs."""
+    summary = {}
+    for metric in metrics:
+        values = np.array([run[metric] for run in runs])
+        summary[metric] = round(float(values.mean()), 4)
+        summary[f"{metric}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+    return summary
+
+
+def few_shot_rows(data: Dataset, expression: np.ndarray, ks: list[int], seeds: list[int]) -> list[dict]:
+    """Few-shot logistic regression: mean ± sd over seeds for each k (per seed: cells and predictions)."""
     rows = []
-    pool = data.labels[data.train]
+    index = {c: i for i, c in enumerate(data.classes)}
     for k in ks:
         runs = []
         for seed in seeds:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                picked, _ = k_shot_indices(pool, k, seed=seed, min_cells=k)
-            train = data.train[picked]
+            train = few_shot_cells(data, k, seed)
             predicted = logistic_regression(expression[train], data.labels[train], expression[data.test], seed=seed)
             runs.append({"seed": seed, "n_train": int(len(train)), "n_classes": int(len(set(data.labels[train]))),
-                         **label_metrics(data.labels[data.test], predicted, data.classes)})
-        summary = {}
-        for metric in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"):
-            values = np.array([run[metric] for run in runs])
-            summary[metric] = round(float(values.mean()), 4)
-            summary[f"{metric}_sd"] = round(float(values.std(ddof=1)) if len(values) > 1 else 0.0, 4)
+                         **label_metrics(data.labels[data.test], predicted, data.classes),
+                         "train_positions": train.tolist(), "predictions": [index[str(p)] for p in predicted]})
         rows.append({"dataset": data.name, "setting": "few-shot", "method": "logistic regression (log1p CP10k)",
                      "k": k, "seeds": list(seeds), "n_train": runs[0]["n_train"], "n_test": int(len(data.test)),
-                     **summary, "per_seed": runs})
+                     **seed_summary(runs), "per_seed": runs})
     return rows
+
+
+def langcell_training_rows(data: Dataset, expression_rows: list[dict], config: dict, scratch: Path,
+                           log=print) -> tuple[list[dict], dict]:
+    """Few-shot LangCell rows (paired with the few-shot LR ``expression_rows``) and the fine-tune row."""
+    from benchmarks.few_shot_langcell import langcell_few_shot_rows
+    from benchmarks.fine_tune_langcell import fine_tune_row
+    from benchmarks.lightning_runs import tokenize_once
+
+    timings, rows = {}, []
+    corpus = tokenize_once(data.adata, scratch, data.name, LABEL)
+    if config.get("langcell_few_shot"):
+        started = time.perf_counter()
+        rows += langcell_few_shot_rows(data, corpus, expression_rows, config["langcell_few_shot"]["epochs"],
+                                       scratch, log)
+        timings["few_shot_langcell_s"] = round(time.perf_counter() - started, 1)
+    if config.get("fine_tune"):
+        started = time.perf_counter()
+        rows.append(fine_tune_row(data, corpus, config["fine_tune"]["epochs"], scratch, log=log))
+        timings["fine_tune_s"] = round(time.perf_counter() - started, 1)
+    return rows, timings
 
 
 def run_quality(quick: bool = False, datasets: list[str] | None = None, log=print) -> dict:
     """Run the whole quality suite; returns the results dict (see ``benchmarks/run.py``)."""
     import torch
 
+    suite_started = time.perf_counter()
     torch.set_num_threads(1)
     config = dict(QUICK if quick else FULL)
     wanted = dataset_paths(datasets)
     results = {"suite": "quality", "quick": quick, "config": {
-        **config, "max_length": 256, "batch_size": 32, "label_column": LABEL,
+        **config, "max_length": 256, "batch_size": 32, "label_column": LABEL, "torch_threads": 1,
         "logistic_regression": "sklearn LogisticRegression(C=1, lbfgs, max_iter=300) on log1p(CP10k)",
         "knn": "PCA(50, randomized, fitted on train) + KNeighborsClassifier(10, distance-weighted)",
         "zero_shot_classes": "every cell_type label of the dataset (texts from its CL ids)",
-        "few_shot_langcell": "not run in quick mode" if quick else
-        "recipes/few_shot.yaml from the shipped checkpoint, max_length 256, CPU; one dataset, k and seeds as "
-        "in langcell_few_shot; the recipe's own test split (k-shot pick, rest 10% val / 90% test)"},
-        "seeds": {"split": 0, "few_shot": config["seeds"],
-                  "models": "sklearn random_state = few-shot seed (0 otherwise)"},
+        "reduced": REDUCED},
+        "seeds": {"split": 0, "few_shot": config["seeds"], "fine_tune": 0, "reverse_pretrain": 0,
+                  "models": "sklearn random_state = few-shot seed (0 otherwise); LangCell runs seed_everything(seed)"},
         "checkpoint": {"name": "langcell-tiny-bundled", "path": str(CHECKPOINT.relative_to(REPO)),
                        "pretrained_on": "80% train split (recipes/pretrain.yaml, seed 0) of "
                                         + ", ".join(f"data/cells/{n}.h5ad" for n in PRETRAINING)
                                         + "; pbmc3k, garnett_pbmc_facs and ACTINN never seen"},
-        "datasets": {}, "rows": []}
-    with tempfile.TemporaryDirectory(prefix="quality_benchmark_") as cache:
-        recipe_tests = recipe_test_cells(cache) if any(role == "pretraining" for _, _, role in wanted) else None
-    for name, path, role in wanted:
-        started = time.perf_counter()
-        data = load_dataset(name, path, role, config["max_cells"], recipe_tests)
-        expression = log1p_cp10k(data.adata.X)
-        shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
-        results["datasets"][name] = {
-            "path": shown, "role": ROLE_TEXT[role], "n_cells": int(data.adata.n_obs), "n_genes": int(data.adata.n_vars),
-            "classes": data.classes, "split": {"how": data.split_how, "n_train": int(len(data.train)),
-                                               "n_test": int(len(data.test)), "test_positions": data.test.tolist()},
-            "test_truth": [data.classes.index(label) for label in data.labels[data.test]]}
-        zero_shot, embeddings = zero_shot_rows(data, config["alphas"])
-        rows = zero_shot + supervised_rows(data, expression, embeddings)
-        rows += few_shot_rows(data, expression, config["ks"], config["seeds"])
-        results["rows"] += rows
-        log(f"{name}: {data.adata.n_obs} cells, train {len(data.train)} / test {len(data.test)}, "
-            f"{len(rows)} rows in {time.perf_counter() - started:.1f} s")
+        "datasets": {}, "rows": [], "timings": {}}
+    from lightning_langcell.inference.annotate import load_zero_shot_model
+
+    loaded, embedded = [], {}
+    model, text_tokenizer, _ = load_zero_shot_model(str(CHECKPOINT))
+    with tempfile.TemporaryDirectory(prefix="quality_benchmark_") as scratch:
+        recipe_tests = recipe_test_cells(scratch) if any(role == "pretraining" for _, _, role in wanted) else None
+        for name, path, role in wanted:
+            started = time.perf_counter()
+            data = load_dataset(name, path, role, config["max_cells"], recipe_tests)
+            expression = log1p_cp10k(data.adata.X)
+            shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+            results["datasets"][name] = {
+                "path": shown, "role": ROLE_TEXT[role], "n_cells": int(data.adata.n_obs),
+                "n_genes": int(data.adata.n_vars), "classes": data.classes,
+                "split": {"how": data.split_how, "n_train": int(len(data.train)), "n_test": int(len(data.test)),
+                          "test_positions": data.test.tolist()},
+                "test_truth": [data.classes.index(label) for label in data.labels[data.test]]}
+            zero_shot, embeddings = zero_shot_rows(data, config["alphas"])
+            few_shot = few_shot_rows(data, expression, config["ks"], config["seeds"])
+            rows = zero_shot + supervised_rows(data, expression, embeddings) + few_shot
+            rows += dataset_embedding_rows(data, embeddings, expression, model, text_tokenizer, LABEL,
+                                           CHECKPOINT.name)
+            embedded[name] = embeddings
+            timings = {"baselines_s": round(time.perf_counter() - started, 1)}
+            log(f"{name}: {data.adata.n_obs} cells, train {len(data.train)} / test {len(data.test)}, "
+                f"{len(rows)} baseline rows in {timings['baselines_s']} s")
+            trained, more = langcell_training_rows(data, few_shot, config, Path(scratch), log)
+            results["rows"] += rows + trained
+            results["timings"][name] = {**timings, **more}
+            loaded.append(data)
+    results["rows"] += pbmc_batch_rows({data.name: data for data in loaded}, embedded, CHECKPOINT.name)
     results["splits"] = {name: {k: v for k, v in info["split"].items() if k != "test_positions"}
                          for name, info in results["datasets"].items()}
-    fine_tune = config["langcell_few_shot"]
-    if fine_tune and fine_tune["dataset"] in results["datasets"]:
-        from benchmarks.few_shot_langcell import run_langcell_few_shot
+    if config.get("reverse_pretrain"):
+        from benchmarks.reverse_pretraining import reverse_rows
 
-        results["rows"] += run_langcell_few_shot(fine_tune["ks"], fine_tune["seeds"], log=log)
+        started = time.perf_counter()
+        reverse = config["reverse_pretrain"]
+        rows, results["reverse_pretraining"] = reverse_rows(loaded, config["alphas"], reverse["max_epochs"],
+                                                            reverse["max_steps"], log=log)
+        results["rows"] += rows
+        results["timings"]["reverse_pretraining_s"] = round(time.perf_counter() - started, 1)
+    results["timings"]["total_s"] = round(time.perf_counter() - suite_started, 1)
+    log(f"quality suite: {results['timings']['total_s']} s")
     return results

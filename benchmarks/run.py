@@ -4,7 +4,8 @@
     python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
 
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
-  supervised baselines; about 5-15 min on 1 CPU thread (``--quick``: seconds per dataset).
+  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 15 min on
+  1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
 - ``speed``: the three speed benchmarks' ``main()`` with small arguments (tokenizer 2,000
   cells, pre-training step 2 layers × 128 wide × 16 cells, zero-shot 2 cells on 1 thread with the
   official model sizes; ``--quick``: the zero-shot benchmark's tiny model).
@@ -21,6 +22,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ SPEED_ARGS = {
     "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1"],
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "", "--real-data", ""],
 }
+NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick"]}  # tiny model instead of the official sizes
 
 
@@ -96,12 +99,14 @@ def run_speed(quick: bool = False, log=print) -> dict:
 
 
 def write_json(results: dict, path: Path) -> None:
+    """Indented JSON with each list of numbers (predictions, positions) on one line."""
     from lightning_langcell.io_utils import atomic_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_jsonable(results), indent=1)
+    text = NUMBER_LIST.sub(lambda m: "[" + ", ".join(v.strip() for v in m.group(1).split(",")) + "]", text)
     with atomic_file(path, "w") as handle:
-        json.dump(_jsonable(results), handle, indent=1)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def load_json(path: Path) -> dict | None:

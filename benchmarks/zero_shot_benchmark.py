@@ -13,10 +13,11 @@ with the bundled text tokenizer (23-81 tokens). fp32, ``torch.set_num_threads(--
 
 Cases (each times everything after the model is built: cell encoding, class texts, scores):
 
-- ``official``: the released algorithm — cell encoder with eager attention (transformers 4.39,
-  as the official code ran), each class text embedded alone, then for each class its text
-  repeated for every cell and one full multimodal pass (``match_logits``; cross-attention
-  key/value recomputed per class), official blend (alpha 0.1).
+- ``official``: the released algorithm — eager attention in both encoders (transformers 4.39's
+  BERT and BLIP's "med" text encoder write the attention out), each class text embedded alone,
+  then for each class its text repeated for every cell and one full multimodal pass
+  (``match_logits``; cross-attention key/value recomputed per class), official blend (alpha 0.1).
+  ``--baseline-attention sdpa`` gives the baseline our fused attention kernels as well.
 - ``ours exact``: :class:`ZeroShotScorer` (SDPA, cross-attention K/V once per cell batch, fused
   packed pass over all classes, last layer on ``[CLS]`` only).
 - ``ours top-k``: the matcher on each cell's k best CTC classes only.

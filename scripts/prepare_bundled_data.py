@@ -281,9 +281,8 @@ def gene_table(source_adata: ad.AnnData, dataset: BundledDataset, genes: GeneVoc
         keep = genes.mouse_by_ortholog(symbols) | (symbol_ids != "").to_numpy()
     detected = np.asarray((source_adata.X != 0).sum(axis=0)).ravel() > 0
     keep = keep & detected
-    var = pd.DataFrame(
-        {"gene_symbol": np.asarray(symbols[keep], dtype=object),
-         "ensembl_id": np.asarray(ensembl_ids[keep], dtype=object)},
+    var = pd.DataFrame(  # the symbols are the var names (no copy: each string costs ~24 bytes of HDF5 heap)
+        {"ensembl_id": np.asarray(ensembl_ids[keep], dtype=object)},
         index=pd.Index(np.asarray(symbols[keep], dtype=object)),
     )
     return keep, var

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+from blake3 import blake3
 import pandas as pd
 
-from lightning_langcell.data.corpus import MANIFEST_NAME, OFFSETS_FILE, TOKENS_FILE, sha256_of_file
+from lightning_langcell.data.corpus import DIGEST, MANIFEST_NAME, OFFSETS_FILE, TOKENS_FILE, file_digest
 from lightning_langcell.errors import CorpusError, LangCellInputError
 
 LOCK_NAME = ".writer.json"
@@ -29,12 +30,17 @@ _NPY_HEADER_BYTES = 128  # magic (6) + version (2) + length (2) + padded header 
 
 
 class NpyAppender:
-    """A 1-D ``.npy`` file written by appending; :meth:`close` writes its final shape."""
+    """A 1-D ``.npy`` file written by appending; :meth:`close` writes its final shape.
+
+    The data is hashed as it is written (no second read): the manifest entry's digest covers the
+    bytes after the fixed-size header (``digest_offset``).
+    """
 
     def __init__(self, path: Path, dtype: Any):
         self.path = Path(path)
         self.dtype = np.dtype(dtype).newbyteorder("<")
         self.count = 0
+        self._hasher = blake3()
         self._file = open(self.path, "wb")
         self._file.write(self._header())
 
@@ -45,17 +51,20 @@ class NpyAppender:
 
     def append(self, values: Any) -> None:
         array = np.ascontiguousarray(values, dtype=self.dtype).reshape(-1)
-        self._file.write(memoryview(array).cast("B"))
+        data = memoryview(array).cast("B")
+        self._file.write(data)
+        self._hasher.update(data)
         self.count += array.size
 
     def close(self) -> dict:
-        """Finish the file; returns its manifest entry (bytes, sha256, dtype, shape)."""
+        """Finish the file; returns its manifest entry (bytes, digest of the data, dtype, shape)."""
         self._file.seek(0)
         self._file.write(self._header())
         self._file.close()
         return {
             "bytes": self.path.stat().st_size,
-            "sha256": sha256_of_file(self.path),
+            DIGEST: self._hasher.hexdigest(),
+            "digest_offset": _NPY_HEADER_BYTES,
             "dtype": self.dtype.str,
             "shape": [self.count],
         }
@@ -143,7 +152,7 @@ class ColumnWriter:
         if self.kind == "categorical":
             path = self.root / self.files["categories"]
             path.write_text(json.dumps(self.categories, ensure_ascii=False), encoding="utf-8")
-            entries[self.files["categories"]] = {"bytes": path.stat().st_size, "sha256": sha256_of_file(path)}
+            entries[self.files["categories"]] = {"bytes": path.stat().st_size, DIGEST: file_digest(path)}
         return {"name": self.name, "kind": self.kind, "files": dict(self.files)}, entries
 
     def _appenders(self) -> dict[str, NpyAppender]:
@@ -262,7 +271,7 @@ def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str]) -> dict
             else "categorical"
             for name, dtype in item.obs.dtypes.items()
         }
-        provenance = {"path": None, "bytes": None, "sha256": None}
+        provenance = {"path": None, "bytes": None, DIGEST: None}
         return {"n_rows": item.n_obs, "kinds": kinds, "provenance": provenance}
     import h5py
 
@@ -285,7 +294,7 @@ def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str]) -> dict
             f"Cannot read {item} as an .h5ad file: truncated, empty or another format ({error}).",
             "Pass complete AnnData .h5ad files (anndata >= 0.8); re-copy or re-download a file that was cut short.",
         ) from error
-    provenance = {"path": path, "bytes": os.path.getsize(path), "sha256": digest(path)}
+    provenance = {"path": path, "bytes": os.path.getsize(path), DIGEST: digest(path)}
     return {"n_rows": int(n_rows), "kinds": kinds, "provenance": provenance}
 
 

@@ -17,12 +17,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from lightning_langcell.data.corpus import (
+    DIGEST,
     FORMAT_NAME,
     FORMAT_VERSION,
     RESERVED_COLUMNS,
     CellCorpus,
+    file_digest,
     is_corpus,
-    sha256_of_file,
 )
 from lightning_langcell.data.corpus_store import (
     CorpusArraysWriter,
@@ -66,11 +67,11 @@ _DIGESTS: dict[tuple, str] = {}
 
 
 def _file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file, remembered for this process while its size and mtime are unchanged."""
+    """Content digest of a file, remembered for this process while its size and mtime are unchanged."""
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_of_file(path)
+        _DIGESTS[key] = file_digest(path)
     return _DIGESTS[key]
 
 
@@ -153,7 +154,7 @@ def _check_compatible(manifests: Iterable[dict], reference: dict, what: str) -> 
 def _check_no_duplicate_sources(sources: Sequence[dict]) -> None:
     seen: dict[str, str] = {}
     for source in sources:
-        digest = source.get("sha256")
+        digest = source.get(DIGEST)
         if digest and digest in seen:
             raise CorpusError(
                 f"{source['path']} has the same content as {seen[digest]}: its cells would appear twice.",
@@ -196,7 +197,9 @@ def _wanted_columns(obs_columns: Sequence[str] | str | None, kinds: Sequence[dic
     absent = [name for name in extra if not any(name in table for table in kinds)]
     if absent:
         raise LangCellInputError(
-            f"obs column(s) {absent} are in none of the inputs.", "Check the column names in adata.obs."
+            f"obs column(s) {absent} are in none of the inputs (they have: {sorted(set().union(*kinds))[:20]}).",
+            "Check the column names in adata.obs; with the data module, name an existing column in "
+            "data.label_column, or set it to null when the cells have no labels.",
         )
     return list(DEFAULT_OBS_COLUMNS) + extra
 

@@ -1,8 +1,11 @@
-"""Using a trained model: zero-shot cell-type annotation (scoring engine, AnnData API, output)."""
+"""Using a trained model: zero-shot cell-type annotation (scoring engine, AnnData API, output),
+cell embeddings' scores and cell ↔ text retrieval."""
 
 from lightning_langcell.inference.annotate import annotate, load_zero_shot_model
 from lightning_langcell.inference.classes import CandidateClasses, candidate_classes, truth_indices
-from lightning_langcell.inference.output import ZeroShotAnnotations, write_annotated_copy, write_h5ad
+from lightning_langcell.inference.embedding_metrics import embedding_scores, knn_batch_mixing, knn_purity, silhouette
+from lightning_langcell.inference.output import CellEmbeddings, ZeroShotAnnotations, write_annotated_copy, write_h5ad
+from lightning_langcell.inference.retrieval import embed_texts, retrieval_metrics
 from lightning_langcell.inference.zero_shot import (
     ClassTexts,
     ZeroShotOutput,
@@ -15,16 +18,23 @@ from lightning_langcell.inference.zero_shot import (
 
 __all__ = [
     "CandidateClasses",
+    "CellEmbeddings",
     "ClassTexts",
     "ZeroShotAnnotations",
     "ZeroShotOutput",
     "ZeroShotScorer",
     "annotate",
     "candidate_classes",
+    "embed_texts",
+    "embedding_scores",
     "encode_class_texts",
     "fused_match_logits",
+    "knn_batch_mixing",
+    "knn_purity",
     "load_zero_shot_model",
     "per_class_match_logits",
+    "retrieval_metrics",
+    "silhouette",
     "top_k_candidates",
     "truth_indices",
     "write_annotated_copy",

@@ -1,4 +1,5 @@
-"""Zero-shot results in AnnData: what is stored where, and crash-safe .h5ad output.
+"""Task results in AnnData (zero-shot annotations, cell embeddings): what is stored where, and
+crash-safe .h5ad output.
 
 - ``obs["langcell_prediction"]``: predicted class (categorical over the candidate classes;
   missing for cells that were not scored, e.g. ``filter_pass == 0``);
@@ -7,6 +8,8 @@
   ``uns["langcell_classes"]``;
 - ``obsm["X_langcell"]`` [N, E] float32: the L2-normalised LangCell cell embeddings;
 - ``uns["langcell"]``: settings (alpha, top_k, temperature, class texts, ...) and ``metrics``.
+
+:class:`CellEmbeddings` (the embedding task) stores only ``obsm["X_langcell"]`` and ``uns["langcell"]``.
 
 Outputs are always new files, written beside the target and renamed into place
 (:func:`lightning_langcell.io_utils.atomic_file`); the input is never modified.
@@ -34,8 +37,53 @@ EMBEDDING_KEY = "X_langcell"
 INFO_KEY = "langcell"
 
 
+class CellResults:
+    """Per-cell results for all N rows of an AnnData: its obs columns, obsm and uns entries.
+
+    Subclasses hold ``embeddings`` [N, E] (NaN rows: cell not scored) and ``info`` (→ ``uns["langcell"]``).
+    """
+
+    embeddings: np.ndarray
+    info: dict[str, Any]
+
+    def obs_columns(self, index: pd.Index) -> pd.DataFrame:
+        return pd.DataFrame(index=index)
+
+    def obsm_entries(self) -> dict[str, np.ndarray]:
+        return {EMBEDDING_KEY: self.embeddings}
+
+    def uns_entries(self) -> dict[str, Any]:
+        return {INFO_KEY: _storable(self.info)}
+
+    def add_to(self, adata) -> None:
+        """Store the results in ``adata`` (in place: call it on a copy)."""
+        if adata.n_obs != len(self.embeddings):
+            raise LangCellInputError(f"{len(self.embeddings)} results for {adata.n_obs} cells.",
+                                     "Annotate the AnnData the results were computed on.")
+        columns = self.obs_columns(adata.obs_names)
+        for name in columns:
+            adata.obs[name] = columns[name]
+        adata.obsm.update(self.obsm_entries())
+        adata.uns.update(self.uns_entries())
+
+
 @dataclass
-class ZeroShotAnnotations:
+class CellEmbeddings(CellResults):
+    """L2-normalised cell ``embeddings`` [N, E] float32 (NaN rows: cell not embedded) and ``info``."""
+
+    embeddings: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n_cells: int, embed_dim: int) -> "CellEmbeddings":
+        return cls(np.full((n_cells, embed_dim), np.float32("nan"), np.float32))
+
+    def set_rows(self, rows: np.ndarray, embeddings: np.ndarray) -> None:
+        self.embeddings[rows] = embeddings
+
+
+@dataclass
+class ZeroShotAnnotations(CellResults):
     """Per-cell results for all N rows of an AnnData (NaN rows: cell not scored).
 
     ``probabilities`` [N, C] and ``embeddings`` [N, E] float32; ``info`` goes to ``uns["langcell"]``.
@@ -75,20 +123,11 @@ class ZeroShotAnnotations:
         confidence[codes >= 0] = self.probabilities[codes >= 0, codes[codes >= 0]]
         return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence}, index=index)
 
-    def uns_entries(self) -> dict[str, Any]:
-        return {CLASSES_KEY: np.asarray(self.classes, dtype=object), INFO_KEY: _storable(self.info)}
+    def obsm_entries(self) -> dict[str, np.ndarray]:
+        return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings}
 
-    def add_to(self, adata) -> None:
-        """Store the results in ``adata`` (in place: call it on a copy)."""
-        if adata.n_obs != len(self.probabilities):
-            raise LangCellInputError(f"{len(self.probabilities)} results for {adata.n_obs} cells.",
-                                     "Annotate the AnnData the results were computed on.")
-        columns = self.obs_columns(adata.obs_names)
-        for name in columns:
-            adata.obs[name] = columns[name]
-        adata.obsm[PROBABILITIES_KEY] = self.probabilities
-        adata.obsm[EMBEDDING_KEY] = self.embeddings
-        adata.uns.update(self.uns_entries())
+    def uns_entries(self) -> dict[str, Any]:
+        return {CLASSES_KEY: np.asarray(self.classes, dtype=object), **super().uns_entries()}
 
 
 def _storable(value: Any) -> Any:
@@ -140,7 +179,7 @@ def write_h5ad(adata, target: str | os.PathLike, overwrite: bool = False) -> Pat
 
 
 def write_annotated_copy(source: str | os.PathLike, target: str | os.PathLike,
-                         annotations: ZeroShotAnnotations, overwrite: bool = False) -> Path:
+                         annotations: CellResults, overwrite: bool = False) -> Path:
     """Copy the .h5ad ``source`` to ``target`` with the results added, without loading ``X``.
 
     The bytes are copied into a temporary file beside ``target``; obs, obsm and uns are then
@@ -156,18 +195,15 @@ def write_annotated_copy(source: str | os.PathLike, target: str | os.PathLike,
         handle.seek(0)
         with h5py.File(handle, "r+") as store:
             obs = anndata.io.read_elem(store["obs"])
-            if len(obs) != len(annotations.probabilities):
-                raise LangCellInputError(f"{len(annotations.probabilities)} results for {len(obs)} cells of {source}.",
+            if len(obs) != len(annotations.embeddings):
+                raise LangCellInputError(f"{len(annotations.embeddings)} results for {len(obs)} cells of {source}.",
                                          "Write the results next to the file they were computed on.")
             columns = annotations.obs_columns(obs.index)
             for name in columns:
                 obs[name] = columns[name]
             del store["obs"]
             anndata.io.write_elem(store, "obs", obs)
-            for group, entries in (
-                ("obsm", {PROBABILITIES_KEY: annotations.probabilities, EMBEDDING_KEY: annotations.embeddings}),
-                ("uns", annotations.uns_entries()),
-            ):
+            for group, entries in (("obsm", annotations.obsm_entries()), ("uns", annotations.uns_entries())):
                 if group not in store:
                     anndata.io.write_elem(store, group, {})
                 for key, value in entries.items():

@@ -91,7 +91,7 @@ class LangCellConfig:
       a ``BertConfig`` instance is accepted and converted.
     - ``text``: ``TextEncoderConfig`` (or its dict); its ``encoder_width`` must equal the cell width.
     - ``embed_dim``: size of the shared, L2-normalised cell/text embedding (256).
-    - ``attn_implementation``: cell encoder attention, ``"sdpa"`` (default) or ``"eager"``.
+    - ``attn_implementation``: attention of both encoders, ``"sdpa"`` (default) or ``"eager"``.
       The text encoder always uses ``scaled_dot_product_attention`` (same arithmetic).
     - ``mgm_tie_word_embeddings``: the gene-prediction decoder reuses the cell word embeddings
       (as Geneformer/BERT pre-training does; saves vocab x hidden parameters).

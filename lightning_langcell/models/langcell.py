@@ -44,6 +44,7 @@ class LangCellModel(nn.Module):
         )
         # shape [1], not a scalar: FSDP cannot shard 0-d parameters
         self.temp = nn.Parameter(torch.full((1,), float(config.temperature_init)))
+        self.text_bert.set_attn_implementation(config.attn_implementation)
         self._register_load_state_dict_pre_hook(_scalar_temperature_to_vector)
         init = partial(init_bert_weights, std=cell.initializer_range)
         for head in (self.cell_proj, self.text_proj, self.ctm_head, self.mgm_head):
@@ -76,10 +77,12 @@ class LangCellModel(nn.Module):
 
     # -- configuration switches -------------------------------------------------------------
     def set_attn_implementation(self, implementation: str) -> None:
-        """Cell-encoder attention: ``"sdpa"`` or ``"eager"`` (the text encoder always uses SDPA)."""
+        """Attention of both encoders: ``"sdpa"`` (fused) or ``"eager"`` (scores materialised, as
+        the released code runs). The zero-shot fused matcher pass always uses SDPA."""
         if implementation not in ATTN_IMPLEMENTATIONS:
             raise LangCellInputError(f"Unknown attention {implementation!r}.", f"Use one of {ATTN_IMPLEMENTATIONS}.")
         set_attn_implementation(self.cell_bert, implementation)
+        self.text_bert.set_attn_implementation(implementation)
         self.config.attn_implementation = implementation
 
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
@@ -100,10 +103,7 @@ class LangCellModel(nn.Module):
 
     def pool_cells(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Cell vector [B, Hc]: the ``<cls>`` state, or the mean over gene positions (``cell_pooling``)."""
-        if self.config.cell_pooling == "cls":
-            return hidden[:, 0]
-        genes = attention_mask[:, 1:].unsqueeze(-1).to(hidden.dtype)
-        return (hidden[:, 1:] * genes).sum(1) / genes.sum(1).clamp(min=1.0)
+        return pool_cell_states(hidden, attention_mask, self.config.cell_pooling)
 
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts [T, L] (``[CLS]`` first) → (CLS hidden [T, Ht], embedding [T, E] L2-normalised)."""
@@ -154,6 +154,15 @@ class LangCellModel(nn.Module):
         """Gene logits [M, vocab] only at the masked positions (bool [B, L] or indices [M, 2])."""
         hidden = gather_positions(last_hidden_state, positions)
         return self.mgm_head(hidden, self.cell_bert.embeddings.word_embeddings.weight)
+
+
+def pool_cell_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """[B, L, Hc] cell states → [B, Hc]: ``"cls"`` the ``<cls>`` state, ``"mean"`` the mean over
+    the real gene positions (``attention_mask`` [B, L] 1/0, ``<cls>`` first)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    genes = attention_mask[:, 1:].unsqueeze(-1).to(hidden.dtype)
+    return (hidden[:, 1:] * genes).sum(1) / genes.sum(1).clamp(min=1.0)
 
 
 def _scalar_temperature_to_vector(state_dict, prefix, *args) -> None:

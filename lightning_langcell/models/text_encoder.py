@@ -8,7 +8,8 @@ Differences from HF ``BertModel`` (behaviour of the released LangCell text encod
 Parameter names equal the released ``text_bert`` state dict (``embeddings.word_embeddings``,
 ``encoder.layer.{i}.attention.self.query``, ``...crossattention.self.key`` [H, encoder_width], ...),
 so released weights load without renaming. Attention runs through
-``torch.nn.functional.scaled_dot_product_attention`` with additive masks: -10000 on padded text
+``torch.nn.functional.scaled_dot_product_attention`` (or, ``set_attn_implementation("eager")``,
+written out as the released code does) with additive masks: -10000 on padded text
 keys (as the released code), ``finfo.min`` on padded cell keys.
 
 For zero-shot speed the cross-attention accepts per-layer key/value of the cell states computed
@@ -17,6 +18,7 @@ once (``precompute_cross_kv``), and a batch of one text (or one cell) broadcasts
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Sequence
 
@@ -87,11 +89,26 @@ class TextEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(self.word_embeddings(input_ids) + positions))
 
 
+def eager_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                    dropout_p: float = 0.0) -> torch.Tensor:
+    """softmax(q·kᵀ/√d + mask)·v written out, as the released BLIP "med" code computes it
+    ([N, heads, Lq, d] × [N, heads, Lk, d] → [N, heads, Lq, d]); the scores are materialised."""
+    scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.shape[-1])
+    if mask is not None:
+        scores = scores + mask
+    probs = F.dropout(scores.softmax(dim=-1), dropout_p) if dropout_p else scores.softmax(dim=-1)
+    return torch.matmul(probs, value)
+
+
 class AttentionProjections(nn.Module):
-    """Query from the text states [N, L, H]; key/value from ``kv_width``-wide states. Heads of H/heads."""
+    """Query from the text states [N, L, H]; key/value from ``kv_width``-wide states. Heads of H/heads.
+
+    ``implementation``: ``"sdpa"`` (fused kernel, default) or ``"eager"`` (:func:`eager_attention`).
+    """
 
     def __init__(self, hidden_size: int, kv_width: int, num_heads: int, dropout: float):
         super().__init__()
+        self.implementation = "sdpa"
         self.num_heads = num_heads
         self.head_size = hidden_size // num_heads
         self.query = nn.Linear(hidden_size, hidden_size)
@@ -116,10 +133,13 @@ class AttentionProjections(nn.Module):
         """Attend ``hidden_states`` [N, Lq, H] to ``key_value``; returns the context [N, Lq, H]."""
         query = self.split_heads(self.query(hidden_states))
         key, value = key_value
-        context = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
-        )
+        attend = eager_attention if self.implementation == "eager" else _sdpa
+        context = attend(query, key, value, mask, self.dropout_p if self.training else 0.0)
         return context.transpose(1, 2).flatten(2)
+
+
+def _sdpa(query, key, value, mask, dropout_p: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout_p)
 
 
 class AddNorm(nn.Module):
@@ -235,6 +255,12 @@ class TextEncoder(nn.Module):
     def set_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each layer in the backward pass (training only) to save activation memory."""
         self.gradient_checkpointing = enabled
+
+    def set_attn_implementation(self, implementation: str) -> None:
+        """``"sdpa"`` or ``"eager"`` attention in every self- and cross-attention block."""
+        for module in self.modules():
+            if isinstance(module, AttentionProjections):
+                module.implementation = implementation
 
     def precompute_cross_kv(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer cross-attention key/value of cell states [B, Lc, encoder_width].

@@ -11,6 +11,7 @@ _LAZY_EXPORTS = {
     "CellClassificationTask": "lightning_langcell.tasks.classify",
     "CellTypeClassifier": "lightning_langcell.tasks.cell_classifier",
     "FewShotLangCell": "lightning_langcell.tasks.few_shot",
+    "LangCellEmbedder": "lightning_langcell.tasks.embed",
     "LangCellPretraining": "lightning_langcell.tasks.pretrain",
     "LangCellZeroShot": "lightning_langcell.tasks.zero_shot",
 }

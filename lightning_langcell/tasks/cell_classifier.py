@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.models.langcell import pool_cell_states
 from lightning_langcell.tasks.base import build_model, freeze_modules
 from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
 
-FEATURES = ("cls", "embedding")
+FEATURES = ("cls", "pooled", "embedding")
 
 
 class CellTypeClassifier(CellClassificationTask):
@@ -25,8 +26,10 @@ class CellTypeClassifier(CellClassificationTask):
         model: preset name or ``LangCellConfig`` dict (ignored with ``init_from``).
         init_from: checkpoint to start from (official LangCell folder, our ``.ckpt``/format).
         features: what the head reads: ``"cls"`` — the ``<cls>`` hidden state (cell hidden size,
-            512 for LangCell; the official LangCell-CE head), or ``"embedding"`` — the 256-d
-            L2-normalised cell embedding (``cell_proj`` of the ``<cls>`` state).
+            512 for LangCell; the official LangCell-CE head); ``"pooled"`` — the state the model
+            pools into its cell embedding (its ``cell_pooling``: ``<cls>`` for the released
+            model, the mean over genes for the ``tiny`` preset); ``"embedding"`` — the 256-d
+            L2-normalised cell embedding (``cell_proj`` of the pooled state, as ``encode_cells``).
         freeze_encoder: linear probing: the encoder (and projection) is frozen, kept in eval
             mode (no dropout) and run without gradients; only the head trains.
         head_dropout: dropout on the features before the head (training only).
@@ -61,6 +64,7 @@ class CellTypeClassifier(CellClassificationTask):
         )
         self.cell_bert = langcell.cell_bert
         self.cell_proj = langcell.cell_proj if features == "embedding" else None
+        self.pooling = "cls" if features == "cls" else langcell.config.cell_pooling
         self.feature_size = langcell.config.embed_dim if self.cell_proj else langcell.config.cell["hidden_size"]
         self.init_std = float(langcell.config.cell.get("initializer_range", 0.02))
         self.freeze_encoder = freeze_encoder
@@ -89,12 +93,13 @@ class CellTypeClassifier(CellClassificationTask):
         return self
 
     def cell_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """What the head reads: [B, hidden] ``<cls>`` states or [B, 256] normalised embeddings."""
+        """What the head reads: [B, hidden] ``<cls>`` / pooled states or [B, 256] normalised embeddings."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
-            cls = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+            hidden = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            pooled = pool_cell_states(hidden, attention_mask, self.pooling)
             if self.cell_proj is None:
-                return cls
-            return F.normalize(self.cell_proj(cls), dim=-1)
+                return pooled
+            return F.normalize(self.cell_proj(pooled), dim=-1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class logits [B, C]."""

@@ -34,7 +34,8 @@ class CountsChunk:
 
     ``rows`` int64 source row of each kept cell; ``n_counts`` float64 library size per kept
     cell; ``indptr`` int64 (len(rows) + 1); ``token`` int32 token id of the gene and
-    ``counts`` float64 > 0 per entry (each gene at most once per cell).
+    ``counts`` > 0 per entry, in the file's dtype (float64 where genes were summed); each gene
+    at most once per cell. Consumers convert to float64 as they compute (exact for counts).
     """
 
     start: int
@@ -106,19 +107,24 @@ def iter_raw_chunks(opened: OpenedInput, chunk_size: int, assume_counts: bool) -
         del raw, n_counts  # free this chunk before the next one is read
 
 
-def iter_counts_blocks(
-    opened: OpenedInput, chunk: RawChunk, vocab_size: int, n_counts_key: str = "n_counts", block_entries: int = BLOCK_ENTRIES
-) -> Iterator[CountsChunk]:
-    """The kept cells of ``chunk`` over vocabulary genes, in blocks of consecutive rows of about
-    ``block_entries`` stored values (small enough to stay in CPU cache while ranked)."""
+def block_bounds(chunk: RawChunk, block_entries: int = BLOCK_ENTRIES) -> list[tuple[int, int]]:
+    """Row ranges ``[first, last)`` (positions inside ``chunk``) of consecutive rows holding about
+    ``block_entries`` stored values each (small enough to stay in CPU cache while ranked)."""
     indptr_all = chunk.raw.indptr
     targets = np.arange(block_entries, int(indptr_all[-1]), block_entries)
     bounds = np.unique(np.concatenate(([0], np.searchsorted(indptr_all, targets), [len(indptr_all) - 1])))
-    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        yield _counts_block(opened, chunk, first, last, vocab_size, n_counts_key)
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, vocab_size: int, n_counts_key: str) -> CountsChunk:
+def iter_counts_blocks(
+    opened: OpenedInput, chunk: RawChunk, vocab_size: int, n_counts_key: str = "n_counts", block_entries: int = BLOCK_ENTRIES
+) -> Iterator[CountsChunk]:
+    """The kept cells of ``chunk`` over vocabulary genes, block by block (see :func:`block_bounds`)."""
+    for first, last in block_bounds(chunk, block_entries):
+        yield counts_block(opened, chunk, first, last, vocab_size, n_counts_key)
+
+
+def counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, vocab_size: int, n_counts_key: str) -> CountsChunk:
     """Rows ``[first, last)`` of ``chunk`` (positions inside the chunk) as a ``CountsChunk``."""
     raw, mapping = chunk.raw, opened.mapping
     lo, hi = int(raw.indptr[first]), int(raw.indptr[last])
@@ -130,16 +136,16 @@ def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, v
     if not passes.all():
         keep &= np.repeat(passes, np.diff(row_ptr))
     if passes.all() and keep.all():
-        indptr, counts = row_ptr, data.astype(np.float64)
+        indptr, counts = row_ptr, data
     else:
         kept_before = np.zeros(keep.size + 1, dtype=np.int64)
         np.cumsum(keep, out=kept_before[1:])
         lengths = np.diff(kept_before[row_ptr])[passes]
         indptr = np.zeros(lengths.size + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
-        token, counts = token[keep], data[keep].astype(np.float64)
+        token, counts = token[keep], data[keep]
     if mapping.n_merged:
-        token, counts, indptr = _sum_shared_genes(token, counts, indptr, vocab_size)
+        token, counts, indptr = _sum_shared_genes(token, counts.astype(np.float64), indptr, vocab_size)
     rows = chunk.start + first + np.flatnonzero(passes)
     n_counts = np.asarray(chunk.n_counts[first:last], dtype=np.float64)[passes]
     where = f"{opened.name} (X rows {chunk.start + first}-{chunk.start + last})"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
@@ -117,12 +118,17 @@ def gene_identifiers(var: pd.DataFrame) -> tuple[np.ndarray, str]:
     return names, "var_names"
 
 
+def _count_known(ids: pd.Series, known: pd.Index) -> int:
+    """How many ``ids`` are in ``known`` (the index's hash table is built once per process)."""
+    return int(np.count_nonzero(known.get_indexer(ids) >= 0))
+
+
 def detect_species(identifiers: np.ndarray) -> str:
     """'mouse' when mouse Ensembl ids + mouse symbols outnumber human ones, else 'human'."""
     human_symbols, mouse_symbols, _ = _symbol_maps()
     ids = pd.Series(identifiers, dtype=object)
-    human = ids.str.startswith("ENSG").sum() + ids.isin(human_symbols.index).sum()
-    mouse = ids.str.startswith("ENSMUSG").sum() + ids.isin(mouse_symbols.index).sum()
+    human = ids.str.startswith("ENSG").sum() + _count_known(ids, human_symbols.index)
+    mouse = ids.str.startswith("ENSMUSG").sum() + _count_known(ids, mouse_symbols.index)
     return "mouse" if mouse > human else "human"
 
 
@@ -135,6 +141,21 @@ def resolve_genes(var: pd.DataFrame, vocabulary: GeneVocabulary, species: str = 
         species = detect_species(identifiers)
     route, token_id, unmapped = resolve_identifiers(identifiers, vocabulary.gene_token_id, species)
     return GeneMapping(token_id, route, species, id_source, tuple(unmapped[:5]))
+
+
+_TOKEN_ID_SERIES: dict[int, tuple[Mapping[str, int], pd.Series]] = {}
+
+
+def _token_id_series(gene_token_id: Mapping[str, int]) -> pd.Series:
+    """``gene_token_id`` as an int64 Series; built once per read-only mapping (a vocabulary's)."""
+    if not isinstance(gene_token_id, MappingProxyType):  # a plain dict may change between calls
+        return pd.Series(dict(gene_token_id), dtype=np.int64)
+    cached = _TOKEN_ID_SERIES.get(id(gene_token_id))
+    if cached is None or cached[0] is not gene_token_id:
+        cached = (gene_token_id, pd.Series(dict(gene_token_id), dtype=np.int64))
+        _TOKEN_ID_SERIES.clear()  # one vocabulary at a time is the common case; keep memory flat
+        _TOKEN_ID_SERIES[id(gene_token_id)] = cached
+    return cached[1]
 
 
 def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int], species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -151,7 +172,7 @@ def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int
     target[is_symbol] = ids[is_symbol].map(mouse_symbols if species == "mouse" else human_symbols)
     hit = np.where(is_mouse_id | (is_symbol & (species == "mouse")), BY_ORTHOLOG, np.where(is_symbol, BY_SYMBOL, BY_ENSEMBL))
     found = target.notna().to_numpy()
-    position = target.map(pd.Series(gene_token_id, dtype=np.int64)).to_numpy(dtype=np.float64)
+    position = target.map(_token_id_series(gene_token_id)).to_numpy(dtype=np.float64)
     in_vocabulary = ~np.isnan(position)
     route = np.where(in_vocabulary, hit, np.where(found, OUTSIDE_VOCABULARY, UNMAPPED)).astype(np.int8)
     position = np.where(in_vocabulary, position, -1).astype(np.int32)

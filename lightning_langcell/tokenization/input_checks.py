@@ -26,13 +26,15 @@ def check_counts(data: np.ndarray, assume_counts: bool, where: str) -> None:
         if data.dtype.kind == "i" and data.min() < 0:
             raise _negative(where)
         return
-    finite = np.isfinite(data)
-    if not finite.all():
-        raise LangCellInputError(
-            f"{where} contains {int(data.size - np.count_nonzero(finite))} NaN or infinite value(s).",
-            "Tokenize raw counts: replace missing values (e.g. `X.data = np.nan_to_num(X.data)`) or drop those cells.",
-        )
-    if data.min() < 0:
+    low, high = data.min(), data.max()  # NaN propagates to both; two reads, no temporary array
+    if not (np.isfinite(low) and np.isfinite(high)):
+        finite = np.isfinite(data)
+        if not finite.all():
+            raise LangCellInputError(
+                f"{where} contains {int(data.size - np.count_nonzero(finite))} NaN or infinite value(s).",
+                "Tokenize raw counts: replace missing values (e.g. `X.data = np.nan_to_num(X.data)`) or drop those cells.",
+            )
+    if low < 0:
         raise _negative(where)
     if assume_counts:
         return

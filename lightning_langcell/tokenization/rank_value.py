@@ -65,6 +65,7 @@ def rank_value_encode(
     median_by_token: np.ndarray,
     max_genes: int | None,
     return_values: bool = False,
+    out: np.ndarray | None = None,
 ) -> RankedCells:
     """Rank the genes of each cell.
 
@@ -72,12 +73,13 @@ def rank_value_encode(
     row pointer (cells); ``n_counts``: float64 per cell (> 0 where the cell has entries);
     ``median_by_token``: float64 gene median indexed by token id. A cell holds each token once. Meant for
     blocks of ~10^5 entries (cache-sized); the low bits of each key hold the entry's index.
+    ``out``: optional int32 buffer (at least as long as the output) that receives the tokens.
     """
     indptr = np.asarray(indptr, dtype=np.int64)
     n_entries, lengths = int(indptr[-1]), np.diff(indptr)
     values = normalized_values(counts, np.repeat(n_counts, lengths), median_by_token[token])
     if n_entries == 0:
-        return RankedCells(token.astype(np.int32), values if return_values else None, indptr, lengths)
+        return RankedCells(np.zeros(0, dtype=np.int32), values if return_values else None, indptr, lengths)
     starts = np.repeat(indptr[:-1], lengths)
     position = np.arange(n_entries, dtype=np.int64)
     position -= starts
@@ -85,13 +87,20 @@ def rank_value_encode(
     _sort_segments(keys, indptr)
     order = (keys & keys.dtype.type((1 << position_bits) - 1)).astype(np.int64)
     order += starts
-    tokens = token[order].astype(np.int32, copy=False)
+    truncate = max_genes is not None and lengths.max() > max_genes
+    direct = out is not None and not truncate and token.dtype == np.int32
+    tokens = np.take(token, order, out=out[:n_entries] if direct else None).astype(np.int32, copy=False)
     keys >>= keys.dtype.type(position_bits)
     sorted_values = _order_near_ties(keys, indptr, order, tokens, values, return_values)
-    if max_genes is not None and lengths.max() > max_genes:
+    if truncate:
         keep = position < max_genes
         kept_values = None if sorted_values is None else sorted_values[keep]
-        return RankedCells(tokens[keep], kept_values, _offsets(np.minimum(lengths, max_genes)), lengths)
+        kept_lengths = np.minimum(lengths, max_genes)
+        kept = np.compress(keep, tokens, out=None if out is None else out[: int(kept_lengths.sum())])
+        return RankedCells(kept, kept_values, _offsets(kept_lengths), lengths)
+    if out is not None and not direct:
+        out[:n_entries] = tokens
+        tokens = out[:n_entries]
     return RankedCells(tokens, sorted_values, indptr, lengths)
 
 

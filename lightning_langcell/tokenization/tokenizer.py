@@ -11,13 +11,14 @@ code does).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tokenization.counts_chunks import CountsChunk, iter_counts_blocks, iter_raw_chunks, open_input
+from lightning_langcell.tokenization.counts_chunks import CountsChunk, block_bounds, counts_block, iter_raw_chunks, open_input
 from lightning_langcell.tokenization.gene_ids import SPECIES
 from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode, split_flat
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
@@ -56,17 +57,29 @@ class TokenizationReport:
 class TokenizedChunk:
     """Tokenised cells of one chunk.
 
-    ``tokens``: one int32 array per kept cell (views into ``flat_tokens``); ``obs``: their obs
-    rows; ``rows``: int64 row positions in the source; ``lengths``: int64 tokens per cell;
-    ``values``: float64 normalised value of each token (only with ``with_values=True``).
+    ``flat_tokens``: int32, every kept cell's tokens concatenated; ``lengths``: int64 tokens per
+    cell; ``obs``: their obs rows; ``rows``: int64 row positions in the source; ``tokens``: one
+    int32 array per cell (views into ``flat_tokens``, made on first access); ``values``: float64
+    normalised value of each token, per cell (only with ``with_values=True``).
     """
 
-    tokens: list[np.ndarray]
     obs: pd.DataFrame
     rows: np.ndarray
     flat_tokens: np.ndarray
     lengths: np.ndarray
-    values: list[np.ndarray] | None = None
+    flat_values: np.ndarray | None = None
+
+    @functools.cached_property
+    def offsets(self) -> np.ndarray:
+        return np.concatenate(([0], np.cumsum(self.lengths)))
+
+    @functools.cached_property
+    def tokens(self) -> list[np.ndarray]:
+        return split_flat(self.flat_tokens, self.offsets)
+
+    @functools.cached_property
+    def values(self) -> list[np.ndarray] | None:
+        return None if self.flat_values is None else split_flat(self.flat_values, self.offsets)
 
 
 class CellTokenizer:
@@ -141,37 +154,40 @@ class CellTokenizer:
         with opened.source:
             report = self._start_report(opened)
             for raw in iter_raw_chunks(opened, chunk_size, self.assume_counts):
-                blocks = [
-                    (counts.rows, self._rank(counts, with_values))
-                    for counts in iter_counts_blocks(opened, raw, len(self.vocabulary), self.n_counts_key)
-                ]
-                rows = np.concatenate([rows for rows, _ in blocks])
-                flat = np.concatenate([ranked.tokens for _, ranked in blocks])
-                lengths = np.concatenate([np.diff(ranked.indptr) for _, ranked in blocks])
-                full_lengths = np.concatenate([ranked.full_lengths for _, ranked in blocks])
-                empty = full_lengths == 0
-                report.cells_seen += raw.stop - raw.start
-                report.cells_skipped_filter_pass += raw.stop - raw.start - rows.size
-                report.cells_empty += int(empty.sum())
-                if self.max_genes is not None:
-                    report.cells_truncated += int(np.count_nonzero(full_lengths > self.max_genes))
-                if not self.keep_empty and empty.any():
-                    report.cells_dropped_empty += int(empty.sum())
-                    rows, lengths = rows[~empty], lengths[~empty]
-                report.cells_tokenized += rows.size
-                offsets = np.concatenate(([0], np.cumsum(lengths)))
-                tokens = split_flat(flat, offsets)
-                values = None
-                if with_values:
-                    values = split_flat(np.concatenate([ranked.values for _, ranked in blocks]), offsets)
-                yield TokenizedChunk(tokens, opened.source.obs.iloc[rows], rows, flat, lengths, values)
-                del raw, blocks, flat, tokens, values  # free this chunk before the next one is read
+                yield self._tokenize_chunk(opened, raw, with_values, report)
+                del raw  # free this chunk before the next one is read
 
-    def _rank(self, counts: CountsChunk, with_values: bool) -> RankedCells:
+    def _tokenize_chunk(self, opened: Any, raw: Any, with_values: bool, report: TokenizationReport) -> TokenizedChunk:
+        """Rank one raw chunk block by block, each block writing its tokens into its slice of one buffer."""
+        vocab_size, key = len(self.vocabulary), self.n_counts_key
+        blocks = [counts_block(opened, raw, first, last, vocab_size, key) for first, last in block_bounds(raw)]
+        sizes = [int(np.minimum(b.lengths, self.max_genes or np.iinfo(np.int64).max).sum()) for b in blocks]
+        starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).tolist()
+        flat = np.empty(starts[-1], dtype=np.int32)
+        ranked_blocks = [self._rank(block, with_values, out=flat[start:stop])
+                         for block, start, stop in zip(blocks, starts[:-1], starts[1:])]
+        blocks = [(counts.rows, ranked) for counts, ranked in zip(blocks, ranked_blocks)]
+        rows = np.concatenate([rows for rows, _ in blocks])
+        lengths = np.concatenate([np.diff(ranked.indptr) for _, ranked in blocks])
+        full_lengths = np.concatenate([ranked.full_lengths for _, ranked in blocks])
+        empty = full_lengths == 0
+        report.cells_seen += raw.stop - raw.start
+        report.cells_skipped_filter_pass += raw.stop - raw.start - rows.size
+        report.cells_empty += int(empty.sum())
+        if self.max_genes is not None:
+            report.cells_truncated += int(np.count_nonzero(full_lengths > self.max_genes))
+        if not self.keep_empty and empty.any():
+            report.cells_dropped_empty += int(empty.sum())
+            rows, lengths = rows[~empty], lengths[~empty]
+        report.cells_tokenized += rows.size
+        values = np.concatenate([ranked.values for _, ranked in blocks]) if with_values else None
+        return TokenizedChunk(opened.source.obs.iloc[rows], rows, flat, lengths, values)
+
+    def _rank(self, counts: CountsChunk, with_values: bool, out: np.ndarray | None = None) -> RankedCells:
         vocabulary = self.vocabulary
         return rank_value_encode(
             counts.counts, counts.token, counts.indptr, counts.n_counts,
-            vocabulary.median_by_token, self.max_genes, return_values=with_values,
+            vocabulary.median_by_token, self.max_genes, return_values=with_values, out=out,
         )
 
     def _start_report(self, opened: Any) -> TokenizationReport:

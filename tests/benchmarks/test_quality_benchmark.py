@@ -11,16 +11,6 @@ pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory, repo_root):
-    from benchmarks.run import main
-
-    out = tmp_path_factory.mktemp("bench")
-    main(["--suite", "quality", "--quick", "--datasets", "garnett_pbmc_facs", "--results-dir", str(out / "results"),
-          "--leaderboard", str(out / "LEADERBOARD.md"), "--plots-dir", str(out / "plots")])
-    return out
-
-
 def _results(run_dir) -> dict:
     return json.loads((run_dir / "results" / "quality.json").read_text())
 
@@ -54,7 +44,8 @@ def test_metrics_recomputed_from_saved_predictions(quick_run):
     results = _results(quick_run)
     truth = np.array(results["datasets"]["garnett_pbmc_facs"]["test_truth"])
     rows = [r for r in results["rows"] if "predictions" in r]
-    assert {r["setting"] for r in rows} == {"zero-shot", "supervised reference", "linear probe"}
+    assert {r["setting"] for r in rows} == {"zero-shot", "supervised reference", "linear probe", "fine-tune",
+                                            "reverse zero-shot"}
     for row in rows:
         preds = np.array(row["predictions"])
         assert row["accuracy"] == pytest.approx(accuracy_score(truth, preds), abs=1e-4)
@@ -83,4 +74,40 @@ def test_leaderboard_regenerated_from_json_alone(quick_run, tmp_path):
     majority = next(r for r in results["rows"] if r["method"] == "majority class")
     assert f"| garnett_pbmc_facs | majority class | {majority['n_train']} | {majority['accuracy']:.3f} |" in first
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "few_shot.png", "quality_macro_f1.png", "zero_shot_alpha.png"]
+        "few_shot.png", "few_shot_langcell.png", "quality_macro_f1.png", "zero_shot_alpha.png"]
+
+
+def test_embedding_rows_in_results_and_leaderboard(quick_run):
+    results = json.loads((quick_run / "results/quality.json").read_text())
+    rows = [r for r in results["rows"] if r["setting"] == "embedding" and r["dataset"] == "garnett_pbmc_facs"]
+    assert {r["method"].split(" (")[0] for r in rows} == {"X_langcell", "PCA-50 of log1p CP10k"}
+    ours = next(r for r in rows if r["method"].startswith("X_langcell"))
+    assert ours["n_test"] == results["datasets"]["garnett_pbmc_facs"]["split"]["n_test"] and ours["n_texts"] == 3
+    assert -1 <= ours["silhouette_label"] <= 1 and 0 <= ours["knn_purity"] <= 1
+    assert ours["cell_to_text_recall_at_1"] <= ours["cell_to_text_recall_at_5"] == 1.0  # 3 texts: top 5 holds all
+    assert "Embeddings and retrieval" in (quick_run / "LEADERBOARD.md").read_text()
+
+
+def test_embedding_rows_score_a_known_geometry(repo_root):
+    """Two tight, opposite clusters: purity 1 and silhouette ~1 for the embedding; retrieval is
+    scored against the real class texts of the labels with the shipped checkpoint."""
+    import anndata
+    import pandas as pd
+
+    from benchmarks.embedding_quality import dataset_embedding_rows
+    from benchmarks.quality import Dataset
+    from lightning_langcell.inference.annotate import load_zero_shot_model
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["B cell", "T cell"] * 40, dtype=object)  # 20 per class in the test half: k = 15 fits
+    direction = rng.normal(size=256)
+    embeddings = np.where((labels == "B cell")[:, None], 1.0, -1.0) * direction + 0.01 * rng.normal(size=(80, 256))
+    obs = pd.DataFrame({"cell_type": labels}, index=[f"c{i}" for i in range(80)])
+    data = Dataset("toy", repo_root, "unseen", anndata.AnnData(obs=obs), labels, np.arange(40),
+                   np.arange(40, 80), "toy split", ["B cell", "T cell"])
+    expression = rng.poisson(1.0, size=(80, 30)).astype(np.float32)
+    model, tokenizer, _ = load_zero_shot_model(str(repo_root / "checkpoints/langcell-tiny-bundled"))
+    ours, pca = dataset_embedding_rows(data, embeddings, expression, model, tokenizer, "cell_type", "toy")
+    assert ours["knn_purity"] == 1.0 and ours["silhouette_label"] > 0.99
+    assert ours["n_test"] == 40 and ours["n_texts"] == 2 and ours["cell_to_text_recall_at_5"] == 1.0
+    assert pca["method"].startswith("PCA-50") and pca["knn_purity"] < 0.9  # Poisson noise has no label structure

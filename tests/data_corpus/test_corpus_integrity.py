@@ -72,7 +72,7 @@ def test_flipped_byte_found_by_verify(copy):
         handle.seek(200)
         handle.write(bytes([byte[0] ^ 1]))
     corpus = CellCorpus(copy)  # opening is cheap: sizes only
-    with pytest.raises(CorpusError, match="tokens.npy does not match its sha256"):
+    with pytest.raises(CorpusError, match="tokens.npy does not match its blake3 digest"):
         corpus.verify()
 
 

@@ -1,6 +1,5 @@
 """Corpus round trip on real cells: tokens, offsets, metadata and manifest as written."""
 
-import hashlib
 import json
 import os
 import pickle
@@ -8,6 +7,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from blake3 import blake3
 
 from lightning_langcell.data import CellCorpus, CellRecord, tokenize_to_corpus
 from lightning_langcell.data import corpus as corpus_module
@@ -89,7 +89,7 @@ def test_manifest(written, pbmc_files, tokenizer):
     corpus, output = written
     manifest = json.loads((output / "manifest.json").read_text())
     assert manifest["format"] == "lightning_langcell.cell_corpus"
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["n_cells"] == 49 and manifest["n_tokens"] == int(corpus.lengths.sum())
     assert manifest["vocabulary_checksum"] == tokenizer.vocabulary.checksum == corpus.vocabulary_checksum
     assert manifest["vocab_size"] == 25427 and manifest["token_dtype"] == "<i2"
@@ -97,22 +97,24 @@ def test_manifest(written, pbmc_files, tokenizer):
         content = open(path, "rb").read()
         assert source["path"] == os.path.abspath(path)
         assert source["bytes"] == len(content)
-        assert source["sha256"] == hashlib.sha256(content).hexdigest()
+        assert source["blake3"] == blake3(content).hexdigest()
         assert (source["n_cells"], source["n_skipped"], source["first_cell"]) == (kept, 25 - kept, first)
         assert source["report"] is not None and source["tokenized"].endswith("Z")
     for name, info in manifest["files"].items():
         content = (output / name).read_bytes()
-        assert info["bytes"] == len(content) and info["sha256"] == hashlib.sha256(content).hexdigest()
+        data = content[info.get("digest_offset", 0):]  # .npy: the data after the 128-byte header
+        assert info["bytes"] == len(content) and info["blake3"] == blake3(data).hexdigest()
+        assert info.get("digest_offset", 0) == (128 if name.endswith(".npy") else 0)
     corpus.verify()
 
 
 def test_open_reads_no_array(written, monkeypatch):
     _, output = written
 
-    def no_hashing(path, block_size=0):
+    def no_hashing(path, offset=0, block_size=0):
         raise AssertionError(f"opening hashed {path}")
 
-    monkeypatch.setattr(corpus_module, "sha256_of_file", no_hashing)
+    monkeypatch.setattr(corpus_module, "file_digest", no_hashing)
     corpus = CellCorpus(output)
     assert isinstance(corpus.tokens, np.memmap) and isinstance(corpus.offsets, np.memmap)
     assert corpus._cache == {}  # no metadata column loaded yet

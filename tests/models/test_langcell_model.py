@@ -107,6 +107,27 @@ def test_sdpa_and_eager_cell_attention_agree(randomise):
     torch.testing.assert_close(sdpa[mask.bool()], eager[mask.bool()], **TOL)
 
 
+def test_eager_text_attention_equals_sdpa_in_both_modes(randomise):
+    """The written-out (released-code) attention and the fused kernel give the same text states,
+    with padded texts and padded cells, for the text embedding and the matcher."""
+    model = _small_model(randomise)
+    ids, mask = _cells()
+    text = torch.tensor([[1, 5, 7, 9, 3, 0], [1, 4, 4, 2, 8, 6], [1, 9, 3, 0, 0, 0]])
+    text_mask = (text != 0).long()
+    outputs = {}
+    with torch.no_grad():
+        hidden = model.encode_cells(ids, mask)[0]
+        for implementation in ("sdpa", "eager"):
+            model.set_attn_implementation(implementation)
+            outputs[implementation] = (model.encode_texts(text, text_mask)[1],
+                                       model.match_logits(text, text_mask, hidden, mask))
+    kinds = {type(m).__name__: m.implementation for m in model.text_bert.modules() if hasattr(m, "implementation")}
+    assert kinds == {"AttentionProjections": "eager"}
+    for sdpa, eager in zip(outputs["sdpa"], outputs["eager"]):
+        torch.testing.assert_close(sdpa, eager, **TOL)
+    assert not torch.allclose(outputs["eager"][1][0], outputs["eager"][1][1])  # texts differ → logits differ
+
+
 def test_token_type_row_zero_is_added_to_every_position(randomise):
     """Official behaviour: HF BertModel adds token-type embedding 0 when no token_type_ids are given."""
     model = _small_model(randomise)

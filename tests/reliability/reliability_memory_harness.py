@@ -130,7 +130,7 @@ def make_corpus(output: str, cells: int) -> dict:
     root = Path(output)
     root.mkdir(parents=True)
     writer = CorpusArraysWriter(root, _token_dtype(CLS_ID + 1), [("cell_type", "categorical")], CLS_ID + 1)
-    writer.add_source({"path": "synthetic", "bytes": None, "sha256": None})
+    writer.add_source({"path": "synthetic", "bytes": None, "blake3": None})
     rng = np.random.default_rng(0)
     block = 100_000
     for start in range(0, cells, block):

@@ -53,7 +53,7 @@ def test_finetune_recipe_fit_and_test(run_cli, tmp_path):
     checkpoint = str(tmp_path / "runs/finetune/run/checkpoints/last.ckpt")
     cli = run_cli("test", "finetune.yaml", "--ckpt_path", checkpoint)
     results = _check_results(tmp_path / "runs/finetune/run", cli.datamodule, 0.67)
-    assert results["hyperparameters"]["features"] == "cls" and not results["hyperparameters"]["freeze_encoder"]
+    assert results["hyperparameters"]["features"] == "pooled" and not results["hyperparameters"]["freeze_encoder"]
 
     # annotating unlabelled cells: the classes come with the checkpoint; test cells get the
     # predictions the test run wrote
@@ -85,7 +85,7 @@ def test_linear_probe_recipe_fit_and_test(run_cli, tmp_path):
     _check_results(tmp_path / "runs/linear_probe/run", cli.datamodule, 0.67)
 
 
-@pytest.mark.parametrize("features", ["cls", "embedding"])
+@pytest.mark.parametrize("features", ["cls", "pooled", "embedding"])
 def test_linear_probe_changes_only_the_head(pbmc, tmp_path, features):
     torch.manual_seed(0)
     task = CellTypeClassifier(model="tiny", features=features, freeze_encoder=True, learning_rate=5e-3,
@@ -103,6 +103,29 @@ def test_linear_probe_changes_only_the_head(pbmc, tmp_path, features):
     assert features_out.shape[1] == task.head.in_features == (256 if features == "embedding" else 64)
     if features == "embedding":
         torch.testing.assert_close(features_out.norm(dim=1), torch.ones(len(features_out)))
+
+
+def test_pooled_and_embedding_features_follow_the_model_pooling(pbmc, randomise):
+    """The tiny preset mean-pools: ``pooled`` is the mean gene state, ``embedding`` equals the
+    model's own ``encode_cells`` embedding; ``cls`` stays the <cls> state."""
+    from lightning_langcell.models import LangCellConfig, LangCellModel
+
+    torch.manual_seed(0)
+    model = LangCellModel(LangCellConfig.preset("tiny")).eval()
+    randomise(model)
+    batch = next(iter(pbmc.test_dataloader()))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    with torch.no_grad():
+        hidden, embedding = model.encode_cells(ids, mask)
+        genes = mask[:, 1:, None].float()
+        mean = (hidden[:, 1:] * genes).sum(1) / genes.sum(1)
+        for features, expected in (("cls", hidden[:, 0]), ("pooled", mean), ("embedding", embedding)):
+            task = CellTypeClassifier(model="tiny", features=features).eval()
+            task.cell_bert.load_state_dict(model.cell_bert.state_dict())
+            if task.cell_proj is not None:
+                task.cell_proj.load_state_dict(model.cell_proj.state_dict())
+            torch.testing.assert_close(task.cell_features(ids, mask), expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(hidden[:, 0], mean, atol=1e-3)
 
 
 def test_finetuning_changes_the_encoder_and_the_head(pbmc, tmp_path):
