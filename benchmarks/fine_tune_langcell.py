@@ -31,8 +31,9 @@ def scaled_warmup(epochs: int, total_steps: int) -> int:
     return min(total_steps, round(RECIPE_WARMUP * epochs / RECIPE_EPOCHS))
 
 
-def fine_tune_row(data: Dataset, corpus: str, epochs: int, workdir: Path, seed: int = 0, log=print) -> dict:
-    """Fine-tune on the train split for ``epochs``; the test-split row (with predictions)."""
+def fine_tune_row(data: Dataset, corpus: str, epochs: int, workdir: Path, seed: int = 0,
+                  learning_rate: float = RECIPE["learning_rate"], log=print) -> dict:
+    """Fine-tune on the train split for ``epochs`` at peak ``learning_rate``; the test-split row."""
     from lightning_langcell.tasks.cell_classifier import CellTypeClassifier
 
     started = time.perf_counter()
@@ -40,14 +41,17 @@ def fine_tune_row(data: Dataset, corpus: str, epochs: int, workdir: Path, seed: 
     warmup = scaled_warmup(epochs, total)
     module = SubsetDataModule(corpus, data.train, data.test, label_column=LABEL, texts=False, max_length=256,
                               batch_size=BATCH_SIZE, eval_batch_size=32, seed=seed)
-    task = CellTypeClassifier(init_from=str(CHECKPOINT), warmup_steps=warmup, **RECIPE)
+    task = CellTypeClassifier(init_from=str(CHECKPOINT), warmup_steps=warmup,
+                              **{**RECIPE, "learning_rate": learning_rate})
     predicted, steps = fit_predict(task, module, epochs, workdir, seed, gradient_clip_val=GRADIENT_CLIP)
     if module.classes != data.classes:
         raise RuntimeError(f"class order {module.classes} != {data.classes}")
     labels = [data.classes[i] for i in predicted]
-    row = score_row(data, "fine-tune", METHOD, labels, len(data.train), epochs=epochs, recipe_epochs=RECIPE_EPOCHS,
+    method = METHOD if learning_rate == RECIPE["learning_rate"] else f"{METHOD}, lr {learning_rate:g}"
+    row = score_row(data, "fine-tune", method, labels, len(data.train), epochs=epochs, recipe_epochs=RECIPE_EPOCHS,
                steps=steps, warmup_steps=warmup, recipe_warmup_steps=RECIPE_WARMUP, seed=seed,
-               features=RECIPE["features"], seconds=round(time.perf_counter() - started, 2))
-    log(f"  LangCell-CE fine-tune {data.name}: macro-F1 {row['macro_f1']:.3f}, accuracy {row['accuracy']:.3f}, "
+               features=RECIPE["features"], learning_rate=learning_rate,
+               recipe_learning_rate=RECIPE["learning_rate"], seconds=round(time.perf_counter() - started, 2))
+    log(f"  LangCell-CE fine-tune {data.name} lr {learning_rate:g}: macro-F1 {row['macro_f1']:.3f}, accuracy {row['accuracy']:.3f}, "
         f"{steps} steps, {row['seconds']:.1f} s")
     return row

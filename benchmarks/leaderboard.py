@@ -37,7 +37,7 @@ def headline_columns(quality: dict) -> list[tuple[str, str, dict]]:
 
     columns = [("zero-shot α=0.1", "zero-shot", {"alpha": HEADLINE_ALPHA}), ("linear probe", "linear probe", {}),
                ("few-shot LR k=5", "few-shot", {"k": 5}), ("few-shot LangCell k=5", "few-shot LangCell", {"k": 5}),
-               ("fine-tune", "fine-tune", {})]
+               ("fine-tune lr 1e-3", "fine-tune", {"learning_rate": 1e-3})]
     columns = [column for column in columns if _rows(quality, column[1])]
     return columns + [(name.split(" (")[0], "supervised reference", {"method": name}) for name in BASELINES]
 
@@ -95,9 +95,9 @@ def langcell_sections(quality: dict) -> list[str]:
                 f"{first['recipe_warmup_steps']} × {first['epochs']}/{first['recipe_epochs']} warm-up steps. "
                 "The head reads the pooled cell state (`features: pooled`): the `<cls>` state for the released "
                 "model, the mean gene state for the tiny checkpoint (its `<cls>` state is untrained).", "",
-                "| dataset | train cells | epochs | steps | warm-up | " + HEADER[2:], "|---" * 9 + "|"]
-        out += [f"| {r['dataset']} | {r['n_train']} | {r['epochs']} | {r['steps']} | {r['warmup_steps']} | "
-                f"{_metrics(r)} |" for r in fine_tuned]
+                "| dataset | train cells | peak lr | epochs | steps | warm-up | " + HEADER[2:], "|---" * 10 + "|"]
+        out += [f"| {r['dataset']} | {r['n_train']} | {r.get('learning_rate', 5e-5):g} | {r['epochs']} | {r['steps']} | "
+                f"{r['warmup_steps']} | {_metrics(r)} |" for r in fine_tuned]
     reverse = _rows(quality, "reverse zero-shot")
     if reverse:
         info = quality["reverse_pretraining"]

@@ -57,7 +57,7 @@ def test_per_seed_metrics_recomputed_from_predictions(results):
 
 def test_reduced_settings_are_recorded(results, quick_run):
     config = results["config"]
-    assert config["langcell_few_shot"] == {"epochs": 1} and config["fine_tune"] == {"epochs": 1}
+    assert config["langcell_few_shot"] == {"epochs": 1} and config["fine_tune"] == {"epochs": 1, "learning_rates": [1e-3]}
     assert config["reverse_pretrain"] == {"max_epochs": 1, "max_steps": 2}
     assert set(config["reduced"]) == {"langcell_few_shot", "fine_tune", "reverse_pretrain"}
     assert all(r["epochs"] == 1 for r in results["rows"] if r["setting"] == "few-shot LangCell")
@@ -65,6 +65,8 @@ def test_reduced_settings_are_recorded(results, quick_run):
     # 240 train cells / batch 16 = 15 steps; warm-up round(500 · 1/20) = 25, capped at the 15 steps
     settings = (fine_tune["epochs"], fine_tune["recipe_epochs"], fine_tune["steps"], fine_tune["warmup_steps"])
     assert settings == (1, 20, 15, 15)
+    assert (fine_tune["learning_rate"], fine_tune["recipe_learning_rate"], fine_tune["features"]) == (1e-3, 5e-5, "pooled")
+    assert fine_tune["method"].endswith(", lr 0.001")
     text = (quick_run / "LEADERBOARD.md").read_text()
     assert "for **1 epochs** (recipes/few_shot.yaml trains 10 epochs" in text
     assert "for **1 epochs instead of 20**" in text
