@@ -181,7 +181,7 @@ def quality_section(quality: dict) -> list[str]:
 
 
 def speed_section(speed: dict) -> list[str]:
-    out = ["## Speed (provisional: small quick arguments on a shared CPU)", ""]
+    out = ["## Speed (ratios against baselines run in the same process; see each benchmark's arguments)", ""]
     for name, bench in speed["benchmarks"].items():
         out += [f"### {name}", "", f"`{bench['argv']}` — {bench['seconds']:.1f} s", ""]
         if bench.get("error"):
@@ -191,13 +191,42 @@ def speed_section(speed: dict) -> list[str]:
         if not rows:
             out += ["(no rows returned; printed table:)", "", "```", bench.get("printed", "").strip(), "```", ""]
             continue
-        keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str)) and k != "tokens"]
-        out += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        for row in rows:
-            out.append("| " + " | ".join(_cell(row.get(k)) for k in keys) + " |")
-        out.append("")
-    out += ["![speed ratios](plots/speed.png)", ""]
-    return out
+        out += [*_plain_table(rows), ""]
+        for key, series in (bench.get("scaling") or {}).items():
+            out += [f"{key.replace('_', ' ')}:", "", *_plain_table(series), ""]
+    out += ["![speed ratios](plots/speed.png)"]
+    if any(bench.get("scaling") for bench in speed["benchmarks"].values()):
+        out += [" ![scaling](plots/speed_scaling.png)"]
+    return out + [""]
+
+
+def _plain_table(rows: list[dict]) -> list[str]:
+    """Markdown table of every scalar field of ``rows`` (the first row's keys)."""
+    keys = [k for k in rows[0] if isinstance(rows[0][k], (int, float, str, type(None))) and k != "tokens"]
+    return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
+            *["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in rows]]
+
+
+SCALING_PLOTS = {  # (benchmark, scaling key) -> (x field, y field, title)
+    ("tokenizer_benchmark", "scaling"): ("cells", "cells_per_s", "tokenizer: cells/s (CPU time) vs cells"),
+    ("pretrain_step_benchmark", "scaling"): ("length", "step_ms", "training step: ms vs sequence length"),
+    ("zero_shot_benchmark", "scaling"): ("cells", "cpu_s", "zero-shot (ours exact): CPU s vs cells"),
+    ("zero_shot_benchmark", "class_scaling"): ("classes", "cpu_s", "zero-shot: CPU s vs classes"),
+}
+
+
+def scaling_panels(speed: dict) -> list[tuple[str, str, str, dict[str, list[tuple[float, float]]]]]:
+    """(title, x label, y label, {case: [(x, y)]}) of each scaling series in the speed results."""
+    panels = []
+    for (name, key), (x, y, title) in SCALING_PLOTS.items():
+        series = ((speed["benchmarks"].get(name) or {}).get("scaling") or {}).get(key) or []
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for row in series:
+            if x in row and isinstance(row.get(y), (int, float)):
+                lines.setdefault(row.get("case", "ours exact"), []).append((row[x], row[y]))
+        if lines:
+            panels.append((title, x, y, lines))
+    return panels
 
 
 def _cell(value) -> str:
@@ -313,4 +342,15 @@ def plot(quality: dict | None, speed: dict | None, folder: Path) -> list[Path]:
             axes.set_xlabel("speed vs the benchmark's baseline (×)")
             axes.tick_params(axis="y", labelsize=7)
             save(figure, "speed.png")
+        panels = scaling_panels(speed)
+        if panels:
+            figure, grid = plt.subplots(1, len(panels), squeeze=False, figsize=(3.6 * len(panels), 3.2))
+            for axes, (title, x, y, lines) in zip(grid.flat, panels):
+                for case, points in lines.items():
+                    axes.plot(*zip(*sorted(points)), marker="o", label=case)
+                axes.set_title(title, fontsize=8)
+                axes.set_xlabel(x)
+                axes.set_ylabel(y)
+                axes.legend(fontsize=7)
+            save(figure, "speed_scaling.png")
     return written

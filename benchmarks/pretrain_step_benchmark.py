@@ -15,8 +15,23 @@ same number of cells per step, in one process:
 
 Each case first runs ``--warmup`` steps on other cells, then times one pass over the same
 ``--cells`` cells (so every case trains on exactly the same real tokens); the table shows the
-median step time, real tokens/s, the ratio to the baseline and model FLOPs utilisation (MFU) against the
-machine's measured fp32 (or bf16) GEMM rate.
+median step time, real tokens/s, the ratio to the baseline, model FLOPs utilisation (MFU) against the
+machine's measured fp32 (or bf16) GEMM rate (``--gemm-size``) and the peak memory:
+
+- on CUDA, ``torch.cuda.max_memory_allocated`` of the case (reset before it), in MiB;
+- on CPU, the process resident-set high-water mark (``VmHWM``) during the case, in MiB, reset before
+  it (:mod:`benchmarks.memory`; the process's memory at the start is included).
+
+``--lengths 128,256,512`` adds a length scaling: for each length, ``ours`` and ``baseline`` on batches
+where every cell has exactly that many tokens (CLS included), ``--warmup`` then ``--scaling-steps``
+timed steps, same layers / hidden / batch. The baseline still pads every cell to 2048, as the
+official collator does, so its step time barely moves with the length while ours follows it.
+
+``main(argv)`` returns ``{"settings", "rows", "cases", "scaling"}``: ``rows`` (also under ``cases``,
+the key ``benchmarks.run`` reads) has one dict per case with ``case, step_ms, tokens_per_s, mfu,
+peak_mib, peak_source, ratio`` (ratio = tokens/s over the baseline's); ``scaling`` has one dict per
+(case, length) with ``case, length, step_ms, tokens_per_s, ratio`` (ratio = baseline step_ms over
+the case's at that length).
 """
 
 from __future__ import annotations
@@ -28,6 +43,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmarks.memory import peak_memory, reset_peak
 
 from lightning_langcell.data.collate import pad_token_lists
 from lightning_langcell.data.sampling import LengthGroupedBatchSampler
@@ -87,8 +104,11 @@ def make_batches(cells, lengths, batch_size, grouped: bool, seed: int) -> list[l
     return [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def run_case(name, args, cells, lengths, device, autocast_dtype, gemm_rate) -> dict:
+def run_case(name, args, cells, warm, timed, device, autocast_dtype, gemm_rate) -> dict:
+    """Train one case for ``warm`` then ``timed`` batches (lists of indices into ``cells``); timings,
+    real tokens/s, MFU and peak memory over the timed batches."""
     torch.manual_seed(0)
+    reset_peak(device)
     grouped = name != "baseline"
     config = LangCellConfig.preset(
         "tiny",
@@ -100,9 +120,6 @@ def run_case(name, args, cells, lengths, device, autocast_dtype, gemm_rate) -> d
     model = LangCellModel(config).to(device)
     params = list(model.cell_bert.parameters()) + list(model.mgm_head.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    timed = make_batches(cells[: args.cells], lengths[: args.cells], args.batch_size, grouped, args.seed)
-    warm = [list(range(args.cells + i * args.batch_size, args.cells + (i + 1) * args.batch_size))
-            for i in range(args.warmup)]
     times, real_tokens, flops = [], [], []
     for step, batch in enumerate(warm + timed):
         max_length = 2048 if grouped else 10**9
@@ -126,48 +143,101 @@ def run_case(name, args, cells, lengths, device, autocast_dtype, gemm_rate) -> d
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
-        if step >= args.warmup:
+        if step >= len(warm):
             times.append(time.perf_counter() - start)
             real_tokens.append(int(mask.sum()))
             flops.append(model_flops_per_step(config, masked_ids * mask, int((labels != -100).sum())))
     seconds = sum(times)
+    peak_mib, peak_source = peak_memory(device)
     return {
         "case": name,
         "step_ms": 1000 * statistics.median(times),
         "tokens_per_s": sum(real_tokens) / seconds,
         "mfu": sum(flops) / seconds / gemm_rate,
+        "peak_mib": peak_mib,
+        "peak_source": peak_source,
     }
 
 
-def main(argv=None) -> list[dict]:
+def consecutive_batches(start: int, count: int, batch_size: int) -> list[list[int]]:
+    """``count`` batches of consecutive cell indices from ``start``."""
+    return [list(range(start + i * batch_size, start + (i + 1) * batch_size)) for i in range(count)]
+
+
+def length_scaling(args, device, autocast_dtype, gemm_rate) -> list[dict]:
+    """``ours`` and ``baseline`` on cells of exactly ``length`` tokens (CLS included) for each length."""
+    rows = []
+    for length in args.lengths:
+        steps = args.warmup + args.scaling_steps
+        cells = synthetic_cells(np.full(steps * args.batch_size, length - 1), args.seed + length)
+        warm = consecutive_batches(0, args.warmup, args.batch_size)
+        timed = consecutive_batches(args.warmup * args.batch_size, args.scaling_steps, args.batch_size)
+        found = {name: run_case(name, args, cells, warm, timed, device, autocast_dtype, gemm_rate)
+                 for name in ("ours", "baseline")}
+        for name, row in found.items():
+            rows.append({"case": name, "length": length, "step_ms": row["step_ms"],
+                         "tokens_per_s": row["tokens_per_s"],
+                         "ratio": found["baseline"]["step_ms"] / row["step_ms"]})
+    return rows
+
+
+def parse_lengths(text: str) -> list[int]:
+    """``"128,256"`` -> [128, 256]; each length must be 2..2048 tokens (CLS + at least one gene)."""
+    try:
+        lengths = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lengths {text!r} is not a comma list of integers, e.g. 128,256,512")
+    if any(not 2 <= length <= 2048 for length in lengths):
+        raise argparse.ArgumentTypeError(f"--lengths {text!r}: every length must be 2..2048 tokens")
+    return lengths
+
+
+def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--cells", type=int, default=48, help="timed cells (one pass)")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each case")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gemm-size", type=int, default=2048, help="square matmul size for the MFU peak")
+    parser.add_argument("--lengths", type=parse_lengths, default=[],
+                        help="comma list of tokens per cell for the length scaling, e.g. 128,256,512 (default: off)")
+    parser.add_argument("--scaling-steps", type=int, default=2, help="timed steps per case and length")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     autocast_dtype = torch.bfloat16 if args.precision == "bf16" else None
-    gemm_rate = measure_gemm_flops(device, autocast_dtype or torch.float32)
+    gemm_rate = measure_gemm_flops(device, autocast_dtype or torch.float32, size=args.gemm_size)
     lengths = cell_lengths(args.cells + args.warmup * args.batch_size, args.seed)
     cells = synthetic_cells(lengths, args.seed)
     print(f"device={device} precision={args.precision} layers={args.layers} hidden={args.hidden} "
           f"batch={args.batch_size} cells={args.cells} gemm={gemm_rate / 1e9:.1f} GFLOP/s")
-    rows = [run_case(name, args, cells, lengths, device, autocast_dtype, gemm_rate)
-            for name in ("baseline", "grouped_sdpa", "ours")]
-    base = rows[0]["tokens_per_s"]
-    print(f"{'case':<14}{'step ms':>10}{'real tok/s':>12}{'ratio':>8}{'MFU':>8}")
+    warm = consecutive_batches(args.cells, args.warmup, args.batch_size)
+    rows = []
+    for name in ("ours", "grouped_sdpa", "baseline"):
+        grouped = name != "baseline"
+        timed = make_batches(cells[: args.cells], lengths[: args.cells], args.batch_size, grouped, args.seed)
+        rows.append(run_case(name, args, cells, warm, timed, device, autocast_dtype, gemm_rate))
+    base = rows[-1]["tokens_per_s"]
+    print(f"{'case':<14}{'step ms':>10}{'real tok/s':>12}{'ratio':>8}{'MFU':>8}{'peak MiB':>10}"
+          f"  ({rows[0]['peak_source']})")
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / base
-        print(f"{row['case']:<14}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}{row['ratio']:>8.2f}{row['mfu']:>8.1%}")
-    return rows
+        print(f"{row['case']:<14}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}{row['ratio']:>8.2f}"
+              f"{row['mfu']:>8.1%}{row['peak_mib']:>10.0f}")
+    scaling = length_scaling(args, device, autocast_dtype, gemm_rate)
+    if scaling:
+        print(f"\nlength scaling (baseline pads every cell to 2048):\n{'case':<10}{'length':>8}{'step ms':>10}"
+              f"{'real tok/s':>12}{'x base':>8}")
+        for row in scaling:
+            print(f"{row['case']:<10}{row['length']:>8}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}"
+                  f"{row['ratio']:>8.2f}")
+    return {"settings": vars(args), "rows": rows, "cases": rows, "scaling": scaling}
 
 
 if __name__ == "__main__":

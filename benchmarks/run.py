@@ -6,9 +6,12 @@
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
   supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 15 min on
   1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
-- ``speed``: the three speed benchmarks' ``main()`` with small arguments (tokenizer 2,000
-  cells, pre-training step 2 layers × 128 wide × 16 cells, zero-shot 2 cells on 1 thread with the
-  official model sizes; ``--quick``: the zero-shot benchmark's tiny model).
+- ``speed`` (about 5 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+  file of its issue (one repeat) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
+  × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
+  thread at the official model sizes, over 1-4 cells and 2-8 classes (``--quick``: the zero-shot
+  benchmark's tiny model). Each benchmark's ``scaling`` lists go to the JSON, tables and
+  ``plots/speed_scaling.png``.
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits and config.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).
 """
@@ -31,10 +34,14 @@ from benchmarks.leaderboard import plot, render
 
 HERE = Path(__file__).resolve().parent
 SPEED_ARGS = {
-    "tokenizer_benchmark": ["--cells", "2000", "--genes", "2000", "--detected", "500", "--repeat", "1"],
-    "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1"],
-    "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "", "--real-data", ""],
+    "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "1",
+                            "--scaling", "2500,5000,10000"],
+    "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1",
+                                "--lengths", "128,1024", "--scaling-steps", "1"],
+    "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
+                            "--real-data", ""],
 }
+SCALING_KEYS = ("scaling", "class_scaling")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick"]}  # tiny model instead of the official sizes
 
@@ -87,8 +94,10 @@ def run_speed(quick: bool = False, log=print) -> dict:
         try:
             with contextlib.redirect_stdout(printed):
                 returned = importlib.import_module(f"benchmarks.{name}").main(argv)
-            rows = returned.get("cases", []) if isinstance(returned, dict) else list(returned or [])
-            entry.update(rows=_jsonable(rows), printed=printed.getvalue()[-4000:])
+            returned = returned if isinstance(returned, dict) else {"rows": list(returned or [])}
+            rows = returned.get("cases") or returned.get("rows") or []
+            scaling = {key: returned[key] for key in SCALING_KEYS if returned.get(key)}
+            entry.update(rows=_jsonable(rows), scaling=_jsonable(scaling), printed=printed.getvalue()[-4000:])
         except Exception as error:  # noqa: BLE001 - one failing benchmark must not lose the others
             entry.update(rows=[], error=f"{type(error).__name__}: {error}", printed=printed.getvalue()[-4000:])
         entry["seconds"] = round(time.perf_counter() - started, 1)

@@ -3,6 +3,7 @@
     python -m benchmarks.tokenizer_benchmark                 # 20,000 cells x 20,000 genes, ~2,000 detected
     python -m benchmarks.tokenizer_benchmark --cells 2000    # quick run
     python -m benchmarks.tokenizer_benchmark --memory-budget-mb 512    # bounded-memory mode
+    python -m benchmarks.tokenizer_benchmark --scaling 1000,2000,4000  # + ours vs official per cell count
 
 A seeded h5ad (negative-binomial counts, genes from the vocabulary, ``obs["n_counts"]``) is
 written to a temporary folder. Each case runs in its own subprocess, so its peak memory
@@ -273,28 +274,79 @@ def cells_differing(path: Path, reference: list[np.ndarray], other: list[np.ndar
 
 
 # ---------------------------------------------------------------------------- main
-def print_table(rows: list[dict], cells: int) -> None:
-    """One row per case; rates and ratios from CPU time (fairer on a shared machine) and wall time."""
+def summarize(rows: list[dict], cells: int) -> list[dict]:
+    """Child results -> report rows: times (s), rates (cells/s) and ratios to the baseline from CPU
+    time (fairer on a shared machine) and from wall time; ``ratio`` is None without a baseline."""
     base = next((r for r in rows if r["case"] == BASELINE and "seconds" in r), None)
-    print(f"\n{'case':<14}{'cells':>7}{'wall s':>8}{'cpu s':>8}{'cells/s':>9}{'x base':>8}"
-          f"{'wall cells/s':>14}{'x base':>8}{'peak MiB':>10}  tokens")
+    summary = []
     for r in rows:
         if "seconds" not in r:
-            print(f"{r['case']:<14}  {r.get('error', 'skipped')}")
+            summary.append({"case": r["case"], "error": r.get("error", "skipped")})
             continue
-        ratio = f"{base['cpu_seconds'] / r['cpu_seconds']:.1f}" if base else "-"
-        wall_ratio = f"{base['seconds'] / r['seconds']:.1f}" if base else "-"
-        print(f"{r['case']:<14}{cells:>7}{r['seconds']:>8.2f}{r['cpu_seconds']:>8.2f}{cells / r['cpu_seconds']:>9,.0f}"
-              f"{ratio:>8}{cells / r['seconds']:>14,.0f}{wall_ratio:>8}{r['peak_mib']:>10.0f}  {r.get('check', '')}")
+        summary.append({
+            "case": r["case"], "cells": cells, "wall_s": r["seconds"], "cpu_s": r["cpu_seconds"],
+            "cells_per_s": cells / r["cpu_seconds"],
+            "ratio": base["cpu_seconds"] / r["cpu_seconds"] if base else None,
+            "cells_per_s_wall": cells / r["seconds"],
+            "ratio_wall": base["seconds"] / r["seconds"] if base else None,
+            "peak_mib": r["peak_mib"], "check": r.get("check", ""),
+        })
+    return summary
 
 
-def memory_budget_mode(path: Path, budget_mb: int, chunk_size: int) -> None:
+def print_table(summary: list[dict]) -> None:
+    """One line per row of ``summarize``."""
+    print(f"\n{'case':<14}{'cells':>7}{'wall s':>8}{'cpu s':>8}{'cells/s':>9}{'x base':>8}"
+          f"{'wall cells/s':>14}{'x base':>8}{'peak MiB':>10}  tokens")
+    for r in summary:
+        if "error" in r:
+            print(f"{r['case']:<14}  {r['error']}")
+            continue
+        ratio, wall_ratio = ("-" if x is None else f"{x:.1f}" for x in (r["ratio"], r["ratio_wall"]))
+        print(f"{r['case']:<14}{r['cells']:>7}{r['wall_s']:>8.2f}{r['cpu_s']:>8.2f}{r['cells_per_s']:>9,.0f}"
+              f"{ratio:>8}{r['cells_per_s_wall']:>14,.0f}{wall_ratio:>8}{r['peak_mib']:>10.0f}  {r['check']}")
+
+
+SCALING_CASES = ("ours", BASELINE)
+
+
+def scaling_mode(folder: Path, counts: list[int], args: argparse.Namespace) -> list[dict]:
+    """For each cell count, a fresh h5ad (same genes/detected/seed) and one run of each of
+    ``SCALING_CASES`` in its own subprocess; rates from CPU time."""
+    scaling = []
+    for cells in counts:
+        path = folder / f"scaling_{cells}" / "cells.h5ad"  # own folder: the children's .npz do not collide
+        path.parent.mkdir()
+        write_h5ad(path, cells, args.genes, args.detected, args.seed)
+        for case in SCALING_CASES:
+            r = run_child(case, path, args.chunk_size, repeat=1)
+            scaling.append({"case": case, "cells": cells, "error": r["error"]} if "error" in r else {
+                "case": case, "cells": cells, "cells_per_s": cells / r["cpu_seconds"],
+                "cpu_s": r["cpu_seconds"], "peak_mib": r["peak_mib"]})
+    return scaling
+
+
+def print_scaling(scaling: list[dict]) -> None:
+    """cells | ours cells/s | official cells/s | ratio (CPU time)."""
+    print(f"\n{'cells':>8} | {'ours cells/s':>12} | {'official cells/s':>16} | {'ratio':>5}")
+    for cells in dict.fromkeys(r["cells"] for r in scaling):
+        rate = {r["case"]: r.get("cells_per_s") for r in scaling if r["cells"] == cells}
+        ours, official = rate.get("ours"), rate.get(BASELINE)
+        ratio = f"{ours / official:.1f}" if ours and official else "-"
+        print(f"{cells:>8} | {ours or 0:>12,.0f} | {official or 0:>16,.0f} | {ratio:>5}")
+
+
+def memory_budget_mode(path: Path, budget_mb: int, chunk_size: int) -> list[dict]:
+    """Each bounded case's child result (``seconds``, ``peak_mib``...) or ``error``."""
     size_mib = path.stat().st_size / 2**20
     print(f"\nMemory budget {budget_mb} MiB of address space (RLIMIT_AS), h5ad {size_mib:.0f} MiB, chunk {chunk_size} cells:")
+    results = []
     for case in ("stream_lengths", "load_whole"):
         r = run_child(case, path, chunk_size, budget_mb)
         outcome = f"ok, {r['seconds']:.2f} s, peak RSS {r['peak_mib']:.0f} MiB" if "seconds" in r else f"FAILED ({r['error']})"
         print(f"  {case:<15} {outcome}")
+        results.append({k: v for k, v in r.items() if k != "tokens"})
+    return results
 
 
 def _corpus_available() -> bool:
@@ -304,7 +356,9 @@ def _corpus_available() -> bool:
         return False
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict | None:
+    """Run the benchmark; returns ``{"settings", "rows", "scaling"}`` (``{"settings",
+    "memory_budget"}`` in bounded-memory mode; None in a child process)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", type=int, default=20000)
     parser.add_argument("--genes", type=int, default=20000)
@@ -314,19 +368,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
     parser.add_argument("--repeat", type=int, default=3, help="runs per case; the fastest is reported")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="run the bounded-memory mode instead")
+    parser.add_argument("--scaling", default="", help="comma-separated cell counts: ours vs official at each (off if empty)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child_main(args.child, args.file, args.out, args.chunk_size, args.memory_budget_mb, args.repeat)
+    settings = {k: getattr(args, k) for k in ("cells", "genes", "detected", "repeat", "chunk_size", "seed")}
+    scaling_counts = [n.strip() for n in args.scaling.split(",") if n.strip()]
+    if not all(n.isdigit() and int(n) > 0 for n in scaling_counts):
+        parser.error(f"--scaling {args.scaling!r}: give positive cell counts separated by commas, e.g. 1000,2000,4000")
+    scaling_counts = [int(n) for n in scaling_counts]
     with tempfile.TemporaryDirectory(prefix="tokenizer_benchmark_") as tmp:
         path = Path(tmp) / "cells.h5ad"
         start = time.perf_counter()
         write_h5ad(path, args.cells, args.genes, args.detected, args.seed)
         print(f"wrote {args.cells} x {args.genes} h5ad ({path.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - start:.1f} s")
         if args.memory_budget_mb:
-            return memory_budget_mode(path, args.memory_budget_mb, args.chunk_size)
+            return {"settings": settings, "memory_budget": memory_budget_mode(path, args.memory_budget_mb, args.chunk_size)}
         rows = [
             run_child(case, path, args.chunk_size, repeat=args.repeat)
             if case != "ours_corpus" or _corpus_available()
@@ -339,7 +399,12 @@ def main(argv: list[str] | None = None) -> None:
                 bad = cells_differing(path, reference, load_tokens(r["tokens"]))
                 same = "reference" if r["case"] == "ours" else "same as ours (modulo ties)"
                 r["check"] = same if bad == 0 else f"{bad} cells DIFFER"
-        print_table(rows, args.cells)
+        summary = summarize(rows, args.cells)
+        print_table(summary)
+        scaling = scaling_mode(Path(tmp), scaling_counts, args) if scaling_counts else []
+        if scaling:
+            print_scaling(scaling)
+    return {"settings": settings, "rows": summary, "scaling": scaling}
 
 
 if __name__ == "__main__":

@@ -42,6 +42,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.memory import peak_memory, reset_peak
+
+PEAKS: dict = {}  # case -> peak MiB of its timings (``benchmarks.memory``)
 PBMC_CLASSES = ("CL:0000236", "CL:0001054", "CL:0000623", "CL:0000451", "CL:0000625", "CL:0000895",
                 "CL:0002396", "CL:0000897")
 
@@ -86,7 +89,7 @@ def build_inputs(args):
     preset = "tiny" if args.quick else "langcell"
     model = LangCellModel(LangCellConfig.preset(preset, text={"vocab_size": len(tokenizer)})).eval()
     randomise(model, args.seed)
-    texts = candidate_classes(class_ids(args.classes)).texts
+    texts = candidate_classes(class_ids(max([args.classes, *getattr(args, "class_scaling", [])]))).texts
     encoded = tokenize_texts(texts, tokenizer)
     generator = torch.Generator().manual_seed(args.seed + 1)
     n_cells = max([args.cells, *args.scaling])
@@ -119,6 +122,11 @@ def ours(model, encoded, cell_ids, alpha: float = 0.1, top_k: int | None = None)
     return scorer(cell_ids, torch.ones_like(cell_ids)).final_probs
 
 
+def first_classes(encoded: dict, n_classes: int) -> dict:
+    """The tokenized texts of the first ``n_classes`` classes."""
+    return {key: value[:n_classes] for key, value in encoded.items()}
+
+
 def cell_encoder_only(model, encoded, cell_ids):
     return model.encode_cells(cell_ids, torch.ones_like(cell_ids))[1]
 
@@ -131,6 +139,7 @@ def _sync() -> None:
 def timed(function, *args, repeats: int = 1, **kwargs):
     """(result, best wall-clock seconds, best CPU seconds of the process) over ``repeats`` runs."""
     wall, cpu, result = float("inf"), float("inf"), None
+    reset_peak("cuda" if torch.cuda.is_available() else "cpu")
     for _ in range(repeats):
         _sync()
         start, start_cpu = time.perf_counter(), time.process_time()
@@ -145,10 +154,14 @@ def timed_rounds(cases: dict, repeats: int) -> dict:
     """Run every case once per round (so slow phases of a shared machine hit all cases alike);
     keep each case's last result and its best wall and CPU seconds."""
     out = {name: [None, float("inf"), float("inf")] for name in cases}
+    peaks = {}
     for _ in range(repeats):
         for name, (function, args, kwargs) in cases.items():
             result, wall, cpu = timed(function, *args, **kwargs)
             out[name] = [result, min(out[name][1], wall), min(out[name][2], cpu)]
+            peak = peak_memory("cuda" if torch.cuda.is_available() else "cpu")[0]
+            peaks[name] = max(peaks.get(name, 0.0), peak)
+    PEAKS.update(peaks)
     return out
 
 
@@ -185,6 +198,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--classes", type=int, default=8)
     parser.add_argument("--ks", default="1,2,3,4,6", help="top-k values (k = classes is exact mode)")
     parser.add_argument("--scaling", default="2,4,8", help="cell counts of the linear-cost table ('' = none)")
+    parser.add_argument("--class-scaling", default="2,4,8",
+                        help="class counts timed for ours exact and the official loop ('' = none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timings keep the best of this many runs")
     parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
@@ -198,12 +213,14 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in args.ks.split(",") if k and int(k) < args.classes]
     args.scaling = [int(n) for n in args.scaling.split(",") if n]
+    args.class_scaling = [int(n) for n in args.class_scaling.split(",") if n]
     torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     model, encoded, all_cells = build_inputs(args)
     model = model.to(device)
-    encoded = {key: value.to(device) for key, value in encoded.items()}
+    every_text = {key: value.to(device) for key, value in encoded.items()}
+    encoded = first_classes(every_text, args.classes)
     all_cells = all_cells.to(device)
     cells = all_cells[: args.cells]
     lengths = encoded["attention_mask"].sum(1).tolist()
@@ -220,19 +237,19 @@ def main(argv=None) -> dict:
     measured = timed_rounds(cases, args.repeats)
     reference, base_wall, base_cpu = measured[official]
 
-    results = {"settings": vars(args), "cases": [], "scaling": []}
-    print("\n| case | wall s | CPU s | cells/s (wall) | x official (wall) | x official (CPU) | agreement "
-          "| max abs diff p |\n|---|---|---|---|---|---|---|---|")
+    results = {"settings": vars(args), "cases": [], "scaling": [], "class_scaling": []}
+    print("\n| case | wall s | CPU s | cells/s (wall) | x official (wall) | x official (CPU) | peak MiB | agreement "
+          "| max abs diff p |\n|---|---|---|---|---|---|---|---|---|")
     for name, (probs, wall, cpu) in measured.items():
         row = {"case": name, "wall_s": wall, "cpu_s": cpu, "cells_per_s": args.cells / wall,
-               "speedup_wall": base_wall / wall, "speedup_cpu": base_cpu / cpu}
+               "speedup_wall": base_wall / wall, "speedup_cpu": base_cpu / cpu, "peak_mib": PEAKS.get(name)}
         if probs.shape == reference.shape:
             row["agreement"] = float((probs.argmax(1) == reference.argmax(1)).float().mean())
             row["max_abs_diff"] = float((probs - reference).abs().max())
         results["cases"].append(row)
         extra = (f"{row['agreement']:.3f} | {row['max_abs_diff']:.1e}" if "agreement" in row else "- | -")
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {row['cells_per_s']:.3f} | {row['speedup_wall']:.2f} | "
-              f"{row['speedup_cpu']:.2f} | {extra} |")
+              f"{row['speedup_cpu']:.2f} | {row['peak_mib']:.0f} | {extra} |")
 
     scaling = timed_rounds({n: (ours, (model, encoded, all_cells[:n]), {}) for n in args.scaling}, args.repeats)
     if scaling:
@@ -248,6 +265,19 @@ def main(argv=None) -> dict:
         residual = float((design @ torch.tensor([fixed, per_cell]) - cpu).abs().max())
         results["scaling_fit"] = {"fixed_cpu_s": fixed, "cpu_s_per_cell": per_cell, "max_residual_s": residual}
         print(f"fit: CPU s = {fixed:.2f} + {per_cell:.3f} x cells (max residual {residual:.2f} s)")
+    class_cases = {}
+    for n_classes in args.class_scaling:
+        subset = first_classes(every_text, n_classes)
+        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, args.baseline_attention), {})
+        class_cases[("ours exact", n_classes)] = (ours, (model, subset, cells), {})
+    if class_cases:
+        print("\n| classes | official s | ours exact s | x official |\n|---|---|---|---|")
+    by_classes = timed_rounds(class_cases, args.repeats)
+    results["class_scaling"] = [{"case": case, "classes": n, "cells": args.cells, "wall_s": wall, "cpu_s": cpu}
+                                for (case, n), (_, wall, cpu) in by_classes.items()]
+    for n_classes in args.class_scaling:
+        base, own = by_classes[("official", n_classes)][1], by_classes[("ours exact", n_classes)][1]
+        print(f"| {n_classes} | {base:.2f} | {own:.2f} | {base / own:.2f} |")
     if args.real_data and Path(args.real_data).is_file():
         results["real_cells"] = real_cells_curve(args.real_data, args.real_model, 32, args.repeats, device)
         print(f"\n# real cells: {args.real_data} with {args.real_model}")

@@ -111,3 +111,25 @@ def test_embedding_rows_score_a_known_geometry(repo_root):
     assert ours["knn_purity"] == 1.0 and ours["silhouette_label"] > 0.99
     assert ours["n_test"] == 40 and ours["n_texts"] == 2 and ours["cell_to_text_recall_at_5"] == 1.0
     assert pca["method"].startswith("PCA-50") and pca["knn_purity"] < 0.9  # Poisson noise has no label structure
+
+
+def test_speed_scaling_tables_and_plot(tmp_path):
+    """Scaling lists returned by the speed benchmarks become tables and one multi-panel plot."""
+    from benchmarks.leaderboard import plot, render, scaling_panels
+
+    speed = {"commit": "c", "created": "now", "machine": {"platform": "p", "cpu_count": 2, "torch": "t"},
+             "benchmarks": {
+                 "tokenizer_benchmark": {"argv": "a", "seconds": 1.0, "rows": [{"case": "ours", "ratio": 4.0}],
+                                         "scaling": {"scaling": [{"case": "ours", "cells": 100, "cells_per_s": 50.0},
+                                                                 {"case": "ours", "cells": 200, "cells_per_s": 60.0}]}},
+                 "zero_shot_benchmark": {"argv": "b", "seconds": 1.0, "rows": [{"case": "ours exact", "ratio": 2.0}],
+                                         "scaling": {"class_scaling": [
+                                             {"case": "official", "classes": 2, "cpu_s": 4.0},
+                                             {"case": "ours exact", "classes": 2, "cpu_s": 2.0}]}}}}
+    panels = scaling_panels(speed)
+    assert [(title.split(":")[0], lines) for title, _, _, lines in panels] == [
+        ("tokenizer", {"ours": [(100, 50.0), (200, 60.0)]}),
+        ("zero-shot", {"official": [(2, 4.0)], "ours exact": [(2, 2.0)]})]
+    text = render(None, speed)
+    assert "| case | cells | cells_per_s |" in text and "class scaling:" in text and "speed_scaling.png" in text
+    assert {p.name for p in plot(None, speed, tmp_path)} == {"speed.png", "speed_scaling.png"}

@@ -42,3 +42,33 @@ def test_benchmark_runs_end_to_end(capsys):
     for case in bench.CASES:
         assert case in table
     assert "DIFFER" not in table and table.count("same as ours (modulo ties)") == 3
+
+
+def test_main_returns_rows_and_scaling(capsys):
+    result = bench.main(["--cells", "300", "--genes", "400", "--detected", "60", "--repeat", "1",
+                         "--cases", "ours,official_dense", "--scaling", "200,400"])
+    assert result["settings"] == {"cells": 300, "genes": 400, "detected": 60, "repeat": 1, "chunk_size": 4096, "seed": 0}
+    rows = {r["case"]: r for r in result["rows"]}
+    assert set(rows) == {"ours", "official_dense"}
+    assert rows["ours"]["check"] == "reference"
+    assert rows["official_dense"]["check"] == "same as ours (modulo ties)"
+    ours, base = rows["ours"], rows["official_dense"]
+    assert ours["cells"] == 300 and ours["cpu_s"] > 0 and ours["wall_s"] > 0
+    assert ours["ratio"] == pytest.approx(base["cpu_s"] / ours["cpu_s"])
+    assert ours["ratio_wall"] == pytest.approx(base["wall_s"] / ours["wall_s"])
+    assert base["ratio"] == pytest.approx(1.0)
+    assert ours["cells_per_s"] == pytest.approx(300 / ours["cpu_s"])
+    assert ours["cells_per_s_wall"] == pytest.approx(300 / ours["wall_s"])
+    assert ours["peak_mib"] > 50
+    scaling = result["scaling"]
+    assert [(s["case"], s["cells"]) for s in scaling] == [
+        ("ours", 200), ("official_dense", 200), ("ours", 400), ("official_dense", 400)]
+    for s in scaling:
+        assert s["cells_per_s"] > 0 and s["cells_per_s"] == pytest.approx(s["cells"] / s["cpu_s"])
+    out = capsys.readouterr().out
+    assert "ours cells/s" in out and "same as ours (modulo ties)" in out
+
+
+def test_bad_scaling_counts_are_refused():
+    with pytest.raises(SystemExit):
+        bench.main(["--scaling", "1000,abc"])
