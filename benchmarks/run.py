@@ -4,9 +4,9 @@
     python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
 
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
-  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 15 min on
+  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 17 min on
   1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
-- ``speed`` (about 5 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+- ``speed`` (about 7 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
   file of its issue (one repeat) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes, over 1-4 cells and 2-8 classes (``--quick``: the zero-shot
