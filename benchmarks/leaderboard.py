@@ -90,7 +90,8 @@ def langcell_sections(quality: dict) -> list[str]:
         out += ["", f"### LangCell-CE fine-tuning (cell encoder + head on the `{features}` features), trained on the "
                 "train split", "",
                 f"`CellTypeClassifier` from `{quality['checkpoint']['name']}` with recipes/finetune.yaml settings "
-                f"(AdamW 5e-5, weight decay 0.001, batch 16, clip 1.0, cosine to 0, max 256 tokens, CPU, seed "
+                f"(AdamW at the recipe's peak lr 5e-5 and at 1e-3 (column peak lr), weight decay 0.001, batch 16, "
+                f"clip 1.0, cosine to 0, max 256 tokens, CPU, seed "
                 f"{first['seed']}) for **{first['epochs']} epochs instead of {first['recipe_epochs']}** and "
                 f"{first['recipe_warmup_steps']} × {first['epochs']}/{first['recipe_epochs']} warm-up steps. "
                 "The head reads the pooled cell state (`features: pooled`): the `<cls>` state for the released "
