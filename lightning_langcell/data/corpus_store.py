@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
-from blake3 import blake3
 import pandas as pd
+from blake3 import blake3
 
 from lightning_langcell.data.corpus import DIGEST, MANIFEST_NAME, OFFSETS_FILE, TOKENS_FILE, file_digest
 from lightning_langcell.errors import CorpusError, LangCellInputError

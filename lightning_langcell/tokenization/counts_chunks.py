@@ -107,24 +107,19 @@ def iter_raw_chunks(opened: OpenedInput, chunk_size: int, assume_counts: bool) -
         del raw, n_counts  # free this chunk before the next one is read
 
 
-def block_bounds(chunk: RawChunk, block_entries: int = BLOCK_ENTRIES) -> list[tuple[int, int]]:
-    """Row ranges ``[first, last)`` (positions inside ``chunk``) of consecutive rows holding about
-    ``block_entries`` stored values each (small enough to stay in CPU cache while ranked)."""
-    indptr_all = chunk.raw.indptr
-    targets = np.arange(block_entries, int(indptr_all[-1]), block_entries)
-    bounds = np.unique(np.concatenate(([0], np.searchsorted(indptr_all, targets), [len(indptr_all) - 1])))
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
-
-
 def iter_counts_blocks(
     opened: OpenedInput, chunk: RawChunk, vocab_size: int, n_counts_key: str = "n_counts", block_entries: int = BLOCK_ENTRIES
 ) -> Iterator[CountsChunk]:
-    """The kept cells of ``chunk`` over vocabulary genes, block by block (see :func:`block_bounds`)."""
-    for first, last in block_bounds(chunk, block_entries):
-        yield counts_block(opened, chunk, first, last, vocab_size, n_counts_key)
+    """The kept cells of ``chunk`` over vocabulary genes, in blocks of consecutive rows of about
+    ``block_entries`` stored values (small enough to stay in CPU cache while ranked)."""
+    indptr_all = chunk.raw.indptr
+    targets = np.arange(block_entries, int(indptr_all[-1]), block_entries)
+    bounds = np.unique(np.concatenate(([0], np.searchsorted(indptr_all, targets), [len(indptr_all) - 1])))
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        yield _counts_block(opened, chunk, first, last, vocab_size, n_counts_key)
 
 
-def counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, vocab_size: int, n_counts_key: str) -> CountsChunk:
+def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, vocab_size: int, n_counts_key: str) -> CountsChunk:
     """Rows ``[first, last)`` of ``chunk`` (positions inside the chunk) as a ``CountsChunk``."""
     raw, mapping = chunk.raw, opened.mapping
     lo, hi = int(raw.indptr[first]), int(raw.indptr[last])

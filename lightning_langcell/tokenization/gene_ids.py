@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from types import MappingProxyType
 from typing import Mapping
 
 import numpy as np
@@ -139,27 +138,20 @@ def resolve_genes(var: pd.DataFrame, vocabulary: GeneVocabulary, species: str = 
     identifiers, id_source = gene_identifiers(var)
     if species == "auto":
         species = detect_species(identifiers)
-    route, token_id, unmapped = resolve_identifiers(identifiers, vocabulary.gene_token_id, species)
+    route, token_id, unmapped = resolve_identifiers(identifiers, _token_lookup(vocabulary), species)
     return GeneMapping(token_id, route, species, id_source, tuple(unmapped[:5]))
 
 
-_TOKEN_ID_SERIES: dict[int, tuple[Mapping[str, int], pd.Series]] = {}
+@functools.lru_cache(maxsize=4)
+def _token_lookup(vocabulary: GeneVocabulary) -> pd.Series:
+    """Ensembl id -> token id (int64) of an immutable vocabulary, built once per vocabulary."""
+    return pd.Series(vocabulary.gene_token_ids.astype(np.int64), index=pd.Index(vocabulary.gene_ids))
 
 
-def _token_id_series(gene_token_id: Mapping[str, int]) -> pd.Series:
-    """``gene_token_id`` as an int64 Series; built once per read-only mapping (a vocabulary's)."""
-    if not isinstance(gene_token_id, MappingProxyType):  # a plain dict may change between calls
-        return pd.Series(dict(gene_token_id), dtype=np.int64)
-    cached = _TOKEN_ID_SERIES.get(id(gene_token_id))
-    if cached is None or cached[0] is not gene_token_id:
-        cached = (gene_token_id, pd.Series(dict(gene_token_id), dtype=np.int64))
-        _TOKEN_ID_SERIES.clear()  # one vocabulary at a time is the common case; keep memory flat
-        _TOKEN_ID_SERIES[id(gene_token_id)] = cached
-    return cached[1]
-
-
-def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int], species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(route int8, token id int32 or -1, unmapped identifiers) per identifier."""
+def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int] | pd.Series,
+                        species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(route int8, token id int32 or -1, unmapped identifiers) per identifier; ``gene_token_id``:
+    Ensembl id -> token id, as a mapping or an int Series indexed by Ensembl id."""
     human_symbols, mouse_symbols, mouse_ensembl = _symbol_maps()
     ids = pd.Series(identifiers, dtype=object)
     stable = ids.str.extract(ENSEMBL_ID, expand=False)
@@ -172,7 +164,9 @@ def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int
     target[is_symbol] = ids[is_symbol].map(mouse_symbols if species == "mouse" else human_symbols)
     hit = np.where(is_mouse_id | (is_symbol & (species == "mouse")), BY_ORTHOLOG, np.where(is_symbol, BY_SYMBOL, BY_ENSEMBL))
     found = target.notna().to_numpy()
-    position = target.map(_token_id_series(gene_token_id)).to_numpy(dtype=np.float64)
+    lookup = gene_token_id if isinstance(gene_token_id, pd.Series) else pd.Series(dict(gene_token_id),
+                                                                                  dtype=np.int64)
+    position = target.map(lookup).to_numpy(dtype=np.float64)
     in_vocabulary = ~np.isnan(position)
     route = np.where(in_vocabulary, hit, np.where(found, OUTSIDE_VOCABULARY, UNMAPPED)).astype(np.int8)
     position = np.where(in_vocabulary, position, -1).astype(np.int32)

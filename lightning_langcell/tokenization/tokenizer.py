@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tokenization.counts_chunks import CountsChunk, block_bounds, counts_block, iter_raw_chunks, open_input
+from lightning_langcell.tokenization.counts_chunks import CountsChunk, iter_counts_blocks, iter_raw_chunks, open_input
 from lightning_langcell.tokenization.gene_ids import SPECIES
 from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode, split_flat
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
@@ -159,17 +159,15 @@ class CellTokenizer:
 
     def _tokenize_chunk(self, opened: Any, raw: Any, with_values: bool, report: TokenizationReport) -> TokenizedChunk:
         """Rank one raw chunk block by block, each block writing its tokens into its slice of one buffer."""
-        vocab_size, key = len(self.vocabulary), self.n_counts_key
-        blocks = [counts_block(opened, raw, first, last, vocab_size, key) for first, last in block_bounds(raw)]
+        blocks = list(iter_counts_blocks(opened, raw, len(self.vocabulary), self.n_counts_key))
         sizes = [int(np.minimum(b.lengths, self.max_genes or np.iinfo(np.int64).max).sum()) for b in blocks]
         starts = np.concatenate(([0], np.cumsum(sizes, dtype=np.int64))).tolist()
         flat = np.empty(starts[-1], dtype=np.int32)
-        ranked_blocks = [self._rank(block, with_values, out=flat[start:stop])
-                         for block, start, stop in zip(blocks, starts[:-1], starts[1:])]
-        blocks = [(counts.rows, ranked) for counts, ranked in zip(blocks, ranked_blocks)]
-        rows = np.concatenate([rows for rows, _ in blocks])
-        lengths = np.concatenate([np.diff(ranked.indptr) for _, ranked in blocks])
-        full_lengths = np.concatenate([ranked.full_lengths for _, ranked in blocks])
+        ranked = [self._rank(block, with_values, out=flat[start:stop])
+                  for block, start, stop in zip(blocks, starts[:-1], starts[1:])]
+        rows = np.concatenate([block.rows for block in blocks])
+        lengths = np.concatenate([np.diff(r.indptr) for r in ranked])
+        full_lengths = np.concatenate([r.full_lengths for r in ranked])
         empty = full_lengths == 0
         report.cells_seen += raw.stop - raw.start
         report.cells_skipped_filter_pass += raw.stop - raw.start - rows.size
@@ -180,7 +178,7 @@ class CellTokenizer:
             report.cells_dropped_empty += int(empty.sum())
             rows, lengths = rows[~empty], lengths[~empty]
         report.cells_tokenized += rows.size
-        values = np.concatenate([ranked.values for _, ranked in blocks]) if with_values else None
+        values = np.concatenate([r.values for r in ranked]) if with_values else None
         return TokenizedChunk(opened.source.obs.iloc[rows], rows, flat, lengths, values)
 
     def _rank(self, counts: CountsChunk, with_values: bool, out: np.ndarray | None = None) -> RankedCells:
