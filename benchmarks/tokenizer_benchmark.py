@@ -9,7 +9,7 @@ A seeded h5ad (negative-binomial counts, genes from the vocabulary, ``obs["n_cou
 written to a temporary folder. Each case runs in its own subprocess, so its peak memory
 (peak RSS of the process, ``VmHWM``: interpreter and imports included, ~150 MiB) is its own;
 the time covers the work only (h5ad in, token lists out), not the interpreter start, the
-imports or the one-off vocabulary load; each case runs ``--repeat`` times (default 3) in its
+imports or the one-off vocabulary load; each case runs ``--repeat`` times (default 5) in its
 process and the fastest run is reported. Wall and CPU (user + system) time are both shown;
 on a shared machine CPU time is the fairer comparison (``cells/s`` and ``x base`` use it).
 
@@ -214,6 +214,7 @@ def child_main(case: str, path: str, out: str, chunk_size: int, budget_mb: int |
         tokens = None  # free the previous run's output first
         if case == "ours_corpus":  # each repeat writes a new corpus and hashes the input, as a first run does
             shutil.rmtree(corpus_output(path), ignore_errors=True)
+            os.sync()  # the previous repeat's deleted output is not flushed inside this repeat's timing
             forget_input_digests()
         start, cpu_start = time.perf_counter(), time.process_time()
         try:
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-size", type=int, default=4096)
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated subset of {CASES}")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the fastest is reported")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per case; the fastest is reported")
     parser.add_argument("--memory-budget-mb", type=int, default=None, help="run the bounded-memory mode instead")
     parser.add_argument("--scaling", default="", help="comma-separated cell counts: ours vs official at each (off if empty)")
     parser.add_argument("--child", help=argparse.SUPPRESS)

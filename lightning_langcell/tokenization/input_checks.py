@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tokenization.gene_ids import GeneMapping, clean_strings, detect_species, resolve_identifiers
+from lightning_langcell.tokenization.gene_ids import GeneMapping, clean_strings, detect_species, resolve_identifiers, token_lookup
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
 
 CELL_BARCODE = re.compile(r"^(?:[A-Za-z0-9]+[_:.-])?[ACGTN]{8,}(?:[_:.-][A-Za-z0-9]+)?$")
@@ -77,7 +77,8 @@ def _gene_fraction(names: np.ndarray, vocabulary: GeneVocabulary) -> float:
     sample = names[: NAME_SAMPLE]
     if not sample.size:
         return 0.0
-    _, position, _ = resolve_identifiers(sample, vocabulary.gene_token_id, detect_species(sample))
+    lookup = token_lookup(vocabulary)
+    _, position, _ = resolve_identifiers(sample, lookup, detect_species(sample, lookup.index))
     return float(np.mean(position >= 0))
 
 

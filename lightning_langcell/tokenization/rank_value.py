@@ -5,9 +5,9 @@ code), genes ranked by value descending; exactly equal values are ordered by tok
 ascending, so the output does not depend on the gene order of the file nor on the CPU.
 
 How the ranking is done: every non-zero gets one integer key. The bit pattern of a positive
-float64 is monotonic in its value, so ``d = (largest positive float64 bits) - (value bits)``
-ascends as the value descends; ``d`` minus the cell's smallest ``d``, shifted right just
-enough to fit, fills the high bits and the entry's position in its cell fills the low P bits
+float64 is monotonic in its value, so ``d = bits(the cell's largest value) - bits(value)``
+ascends from 0 as the value descends; ``d``, shifted right just enough to fit, fills the high
+bits and the entry's position in its cell fills the low P bits
 (uint32 keys when cells hold < 2^16 genes: a 2,000-gene cell keeps ~2^-15 relative
 resolution). Each cell's keys are contiguous in CSR order and are sorted in place, one C call
 per cell: n log n per cell, which measured 10-30x faster than one ``np.lexsort`` over a
@@ -49,9 +49,10 @@ def split_flat(flat: np.ndarray, indptr: np.ndarray) -> list[np.ndarray]:
     return [flat[start:stop] for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
-def normalized_values(counts: np.ndarray, n_counts_per_entry: np.ndarray, medians_per_entry: np.ndarray) -> np.ndarray:
-    """count / n_counts * 10000 / median, float64, in that operation order."""
-    values = np.divide(counts, n_counts_per_entry, dtype=np.float64)
+def normalized_values(counts: np.ndarray, n_counts_per_entry: np.ndarray, medians_per_entry: np.ndarray,
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """count / n_counts * 10000 / median, float64, in that operation order (into ``out`` when given)."""
+    values = np.divide(counts, n_counts_per_entry, out=out, dtype=np.float64)
     values *= 10000.0
     values /= medians_per_entry
     return values
@@ -77,26 +78,29 @@ def rank_value_encode(
     """
     indptr = np.asarray(indptr, dtype=np.int64)
     n_entries, lengths = int(indptr[-1]), np.diff(indptr)
-    values = normalized_values(counts, np.repeat(n_counts, lengths), median_by_token[token])
+    medians = np.take(median_by_token, token.astype(np.intp, copy=False))  # intp indices: numpy's fast gather
+    n_counts_per_entry = np.repeat(n_counts, lengths).astype(np.float64, copy=False)
+    values = normalized_values(counts, n_counts_per_entry, medians, out=n_counts_per_entry)
     if n_entries == 0:
         return RankedCells(np.zeros(0, dtype=np.int32), values if return_values else None, indptr, lengths)
-    starts = np.repeat(indptr[:-1], lengths)
-    position = np.arange(n_entries, dtype=np.int64)
+    max_length = int(lengths.max())
+    position_bits = max(1, (max_length - 1).bit_length())
+    key_type = np.uint32 if position_bits <= 16 and n_entries < 2**32 else np.uint64
+    starts = np.repeat(indptr[:-1].astype(key_type), lengths)
+    position = np.arange(n_entries, dtype=key_type)
     position -= starts
-    keys, position_bits = _rank_keys(values, indptr, lengths, position)
+    keys = _rank_keys(values, indptr, lengths, position, position_bits)
     _sort_segments(keys, indptr)
-    order = (keys & keys.dtype.type((1 << position_bits) - 1)).astype(np.int64)
-    order += starts
-    truncate = max_genes is not None and lengths.max() > max_genes
+    order = np.add(keys & key_type((1 << position_bits) - 1), starts, dtype=np.intp)
+    truncate = max_genes is not None and max_length > max_genes
     direct = out is not None and not truncate and token.dtype == np.int32
     tokens = np.take(token, order, out=out[:n_entries] if direct else None).astype(np.int32, copy=False)
-    keys >>= keys.dtype.type(position_bits)
+    keys >>= key_type(position_bits)
     sorted_values = _order_near_ties(keys, indptr, order, tokens, values, return_values)
     if truncate:
-        keep = position < max_genes
-        kept_values = None if sorted_values is None else sorted_values[keep]
         kept_lengths = np.minimum(lengths, max_genes)
-        kept = np.compress(keep, tokens, out=None if out is None else out[: int(kept_lengths.sum())])
+        kept = _first_of_each_cell(tokens, indptr, max_genes, None if out is None else out[: int(kept_lengths.sum())])
+        kept_values = None if sorted_values is None else _first_of_each_cell(sorted_values, indptr, max_genes)
         return RankedCells(kept, kept_values, _offsets(kept_lengths), lengths)
     if out is not None and not direct:
         out[:n_entries] = tokens
@@ -104,25 +108,27 @@ def rank_value_encode(
     return RankedCells(tokens, sorted_values, indptr, lengths)
 
 
-def _rank_keys(values: np.ndarray, indptr: np.ndarray, lengths: np.ndarray, position: np.ndarray) -> tuple[np.ndarray, int]:
-    """Sort keys (uint32 when a cell has < 2^16 entries, else uint64) and the position bit count.
+def _rank_keys(values: np.ndarray, indptr: np.ndarray, lengths: np.ndarray, position: np.ndarray,
+               position_bits: int) -> np.ndarray:
+    """Sort keys, of ``position``'s dtype (uint32 when cells hold < 2^16 entries, else uint64).
 
-    key = (((MAX - bits(value)) - cell minimum) >> shift) << P | position in cell: ascending key
-    = descending value; the shift drops low bits so the key fits, values closer than that are
+    key = ((bits(cell's largest value) - bits(value)) >> shift) << P | position in cell: ascending
+    key = descending value; the shift drops low bits so the key fits, values closer than that are
     near-ties, put in exact order afterwards.
     """
-    descending = np.subtract(_MAX_POSITIVE_BITS, values.view(np.uint64))
+    key_type = position.dtype.type
+    bits = values.view(np.uint64)
     nonempty = lengths > 0
-    descending -= np.repeat(np.minimum.reduceat(descending, indptr[:-1][nonempty]), lengths[nonempty])
-    position_bits = max(1, int(lengths.max() - 1).bit_length())
-    key_type = np.uint32 if position_bits <= 16 else np.uint64
-    value_bits = 8 * np.dtype(key_type).itemsize - position_bits
-    shift = max(0, int(descending.max()).bit_length() - value_bits)
-    descending >>= np.uint64(shift)
-    keys = descending.astype(key_type)
+    below_top = np.repeat(np.maximum.reduceat(bits, indptr[:-1][nonempty]), lengths[nonempty])
+    below_top -= bits
+    value_bits = 8 * position.dtype.itemsize - position_bits
+    shift = max(0, int(below_top.max()).bit_length() - value_bits)
+    if shift:
+        below_top >>= np.uint64(shift)
+    keys = below_top.astype(key_type)
     keys <<= key_type(position_bits)
-    keys |= position.astype(key_type)
-    return keys, position_bits
+    keys |= position
+    return keys
 
 
 def _sort_segments(keys: np.ndarray, indptr: np.ndarray) -> None:
@@ -143,10 +149,7 @@ def _order_near_ties(
     same[boundaries[(boundaries > 0) & (boundaries < len(value_keys))] - 1] = False
     pairs = np.flatnonzero(same)  # entry i and i + 1 are near-tied
     if pairs.size:
-        in_run = np.zeros(len(value_keys), dtype=bool)
-        in_run[pairs] = True
-        in_run[pairs + 1] = True
-        members = np.flatnonzero(in_run)
+        members = np.union1d(pairs, pairs + 1)
         linked = np.zeros(members.size, dtype=bool)  # member joined to the one before it
         linked[1:] = same[members[1:] - 1]
         run_id = np.cumsum(~linked)
@@ -154,6 +157,13 @@ def _order_near_ties(
         tokens[members] = tokens[members[fixed]]
         order[members] = order[members[fixed]]
     return values[order] if return_values else None
+
+
+def _first_of_each_cell(flat: np.ndarray, indptr: np.ndarray, count: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The first ``count`` entries of every cell of ``flat``, concatenated (one copy per cell:
+    ~4x faster than a boolean mask over every entry)."""
+    bounds = indptr.tolist()
+    return np.concatenate([flat[start:min(stop, start + count)] for start, stop in zip(bounds[:-1], bounds[1:])], out=out)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:

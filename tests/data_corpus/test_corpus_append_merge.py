@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from lightning_langcell.data import CellCorpus, merge_corpora, tokenize_to_corpus
+from lightning_langcell.data.corpus import DIGEST, file_digest
 from lightning_langcell.data.corpus_writer import corpus_cache_key, tokenize_command
 from lightning_langcell.errors import CorpusError
 
@@ -111,3 +112,17 @@ def test_tokenize_command(pbmc_files, corpora, tmp_path, capsys):
     assert short["n_tokens"] == int(np.minimum(CellCorpus(corpora[1].path).lengths, 10).sum())
     with pytest.raises(CorpusError, match="settings differ"):
         tokenize_command([pbmc_files[1]], str(tmp_path / "short"), append=True)
+
+
+def test_input_given_twice_refused(pbmc_files, tokenizer, tmp_path):
+    """The same path twice fails before any work; a copy under another name fails once hashed
+    (in the background, while tokenizing); neither leaves an output behind."""
+    with pytest.raises(CorpusError, match="more than once"):
+        tokenize_to_corpus([pbmc_files[0], pbmc_files[0]], tmp_path / "twice", tokenizer=tokenizer)
+    copy = tmp_path / "copy.h5ad"
+    shutil.copyfile(pbmc_files[0], copy)
+    with pytest.raises(CorpusError, match="same content"):
+        tokenize_to_corpus([pbmc_files[0], copy], tmp_path / "copied", tokenizer=tokenizer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.h5ad"]
+    corpus = tokenize_to_corpus([pbmc_files[0]], tmp_path / "once", tokenizer=tokenizer)
+    assert corpus.sources[0][DIGEST] == file_digest(pbmc_files[0])
