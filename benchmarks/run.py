@@ -6,10 +6,11 @@
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
   supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 17 min on
   1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
-- ``speed`` (about 7 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
-  file of its issue (one repeat) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
+- ``speed`` (about 9 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+  file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
-  thread at the official model sizes, over 1-4 cells and 2-8 classes (``--quick``: the zero-shot
+  thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
+  every top-k on 300 real PBMCs with the shipped trained checkpoint (``--quick``: the zero-shot
   benchmark's tiny model). Each benchmark's ``scaling`` lists go to the JSON, tables and
   ``plots/speed_scaling.png``.
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits and config.
@@ -34,16 +35,17 @@ from benchmarks.leaderboard import plot, render
 
 HERE = Path(__file__).resolve().parent
 SPEED_ARGS = {
-    "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "1",
+    "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "3",
                             "--scaling", "2500,5000,10000"],
     "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1",
                                 "--lengths", "128,1024", "--scaling-steps", "1"],
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
-                            "--real-data", ""],
+                            "--bf16", "--real-data", "data/cells/pbmc68k_reduced.h5ad", "--real-cells", "300",
+                            "--real-model", "checkpoints/langcell-tiny-bundled"],
 }
-SCALING_KEYS = ("scaling", "class_scaling")  # lists a benchmark's main() may return beside its rows
+SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
-QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick"]}  # tiny model instead of the official sizes
+QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick", "--real-cells", "40"]}  # tiny model, 40 real cells
 
 
 def git_commit() -> str:

@@ -3,6 +3,7 @@
     python -m benchmarks.zero_shot_benchmark                  # official sizes, 8 cells x 1,000 genes, 8 classes
     python -m benchmarks.zero_shot_benchmark --quick          # tiny model, seconds (a smoke run)
     python -m benchmarks.zero_shot_benchmark --cells 4 --scaling 1,2,4 --ks 1,2,4
+    python -m benchmarks.zero_shot_benchmark --bf16           # + the bf16 autocast rows in both tables
 
 Model: ``LangCellConfig.preset("langcell")`` (12-layer cell encoder 512 wide, 12-layer text
 encoder 768 wide) with seeded random weights: every tensor random (LayerNorm weights 1 ± 0.2,
@@ -10,6 +11,9 @@ biases N(0, 0.1), weights N(0, 1/fan_in)) so the matcher's scores differ between
 prediction agreement means something. Cells: ``--genes`` distinct random genes each, ``<cls>``
 first (length genes + 1). Classes: PBMC cell types as CL ids, texts "cell type: X. definition; "
 with the bundled text tokenizer (23-81 tokens). fp32, ``torch.set_num_threads(--threads)``.
+``--bf16`` adds every ``ours`` case (but alpha=1) and the cell encoder again under
+``torch.autocast(<--device type>, torch.bfloat16)`` wrapping the whole call (same cells, same
+weights; the scorer keeps its scores in fp32): rows ``... (bf16 autocast)``.
 
 Cases (each times everything after the model is built: cell encoding, class texts, scores):
 
@@ -23,18 +27,23 @@ Cases (each times everything after the model is built: cell encoding, class text
 - ``ours top-k``: the matcher on each cell's k best CTC classes only.
 - ``cell encoder only`` / ``ours alpha=1``: the floor no matcher variant can go below.
 
-Agreement = fraction of cells whose prediction equals the official one; max |Δp| = largest
-difference of final probabilities. A second table times ``ours exact`` at several cell counts
-(cost linear in cells → constant cells/s). Random deep models map all cells to nearly the same
-state, so the agreement of top-k there says little: a third table (``--real-data``, default
-``data/cells/pbmc68k_reduced.h5ad``: 700 real PBMCs, 10 classes with CL definitions) scores
-real cells with the tiny official-layout test model for every k and reports agreement with the
-exact predictions, accuracy and speed.
+Agreement = fraction of cells whose prediction equals the official one (fp32), agreement with
+ours exact = the same against ``ours exact`` (fp32); max |Δp| = largest difference of final
+probabilities from the official ones; x fp32 = speed-up of a bf16 row over its fp32 row. A
+second table times ``ours exact`` at several cell counts (cost linear in cells → constant
+cells/s). Random deep models map all cells to nearly the same state, so the agreement of top-k
+there says little: a third table (``--real-data``, default ``data/cells/pbmc68k_reduced.h5ad``:
+700 real PBMCs, 10 classes with CL definitions) scores real cells with the tiny official-layout
+test model for every k and reports agreement with the fp32 exact predictions, accuracy and
+speed; ``--bf16`` adds each k under bf16 autocast (with its agreement with fp32 at the same k).
+``--real-data`` takes several comma-separated files (each needs ``obs.cell_type``);
+``--real-cells N`` scores N cells evenly spaced through each file.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import time
@@ -45,6 +54,7 @@ import torch
 from benchmarks.memory import peak_memory, reset_peak
 
 PEAKS: dict = {}  # case -> peak MiB of its timings (``benchmarks.memory``)
+BF16 = " (bf16 autocast)"  # case-name suffix of the bf16 rows
 PBMC_CLASSES = ("CL:0000236", "CL:0001054", "CL:0000623", "CL:0000451", "CL:0000625", "CL:0000895",
                 "CL:0002396", "CL:0000897")
 
@@ -131,6 +141,21 @@ def cell_encoder_only(model, encoded, cell_ids):
     return model.encode_cells(cell_ids, torch.ones_like(cell_ids))[1]
 
 
+def autocast(precision: str, device: torch.device):
+    """bf16 autocast on ``device``'s type for ``"bf16"``; no-op for ``"32"``."""
+    if precision == "32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def bf16_autocast(function):
+    """``function(model, encoded, cell_ids, **kwargs)`` run whole under bf16 autocast."""
+    def run(model, encoded, cell_ids, **kwargs):
+        with autocast("bf16", cell_ids.device):
+            return function(model, encoded, cell_ids, **kwargs)
+    return run
+
+
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -165,29 +190,45 @@ def timed_rounds(cases: dict, repeats: int) -> dict:
     return out
 
 
-def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int, device: torch.device) -> list[dict]:
-    """Exact and every top-k on real cells: seconds, agreement with exact, accuracy."""
-    import anndata
+def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int, device: torch.device,
+                     bf16: bool = False, n_cells: int | None = None) -> list[dict]:
+    """Exact and every top-k on the real cells of ``data`` (fp32, then bf16 autocast with ``bf16``).
 
-    from lightning_langcell.inference.annotate import build_scorer, load_zero_shot_model, score_cells, tokenize_cells
+    Rows: seconds, cells/s, agreement with the fp32 exact predictions, accuracy, and against fp32
+    at the same k: agreement, max |Δp| (large where a cell's k candidates changed) and speed-up.
+    ``n_cells``: that many cells, evenly spaced through the file.
+    """
+    import anndata
+    import numpy as np
+
+    from lightning_langcell.inference.annotate import (_cell_tokenizer, build_scorer, load_zero_shot_model,
+                                                       score_cells, tokenize_cells)
     from lightning_langcell.inference.classes import candidate_classes, obs_labels, truth_indices
-    from lightning_langcell.tokenization import CellTokenizer
 
     adata = anndata.read_h5ad(data)
-    model, text_tokenizer, _ = load_zero_shot_model(checkpoint)
+    if n_cells and n_cells < adata.n_obs:
+        adata = adata[np.linspace(0, adata.n_obs - 1, n_cells).astype(int)].copy()
+    model, text_tokenizer, vocabulary = load_zero_shot_model(checkpoint)
     model = model.to(device)
     classes = candidate_classes(None, adata.obs, "cell_type")
-    _, tokens = tokenize_cells(adata, CellTokenizer(max_genes=2047))  # every cell passes here
+    _, tokens = tokenize_cells(adata, _cell_tokenizer(vocabulary, 2048, False))  # every cell passes here
     truth = truth_indices(obs_labels(adata.obs, "cell_type"), classes)
-    rows, exact = [], None
-    for k in [None, *range(1, len(classes))]:
-        scorer = build_scorer(model, classes, text_tokenizer, device, top_k=k)
-        (probabilities, _), seconds, _ = timed(score_cells, scorer, tokens, batch_size, 2048, device, repeats=repeats)
-        predictions = probabilities.argmax(1)
-        exact = predictions if exact is None else exact
-        rows.append({"k": k or len(classes), "seconds": seconds, "cells_per_s": len(tokens) / seconds,
-                     "agreement": float((predictions == exact).mean()),
-                     "accuracy": float((predictions == truth).mean())})
+    rows, fp32 = [], {}  # fp32: k -> (probabilities, seconds)
+    for precision in (("32", "bf16") if bf16 else ("32",)):
+        for k in [None, *range(1, len(classes))]:
+            with autocast(precision, device):  # class texts too
+                scorer = build_scorer(model, classes, text_tokenizer, device, top_k=k)
+                (probabilities, _), seconds, _ = timed(score_cells, scorer, tokens, batch_size, 2048, device,
+                                                       repeats=repeats)
+            reference, reference_seconds = fp32.setdefault(k, (probabilities, seconds))
+            predictions = probabilities.argmax(1)
+            rows.append({"dataset": Path(data).stem, "precision": precision, "k": k or len(classes),
+                         "cells": len(tokens), "seconds": seconds, "cells_per_s": len(tokens) / seconds,
+                         "speedup_vs_fp32": reference_seconds / seconds,
+                         "agreement": float((predictions == fp32[None][0].argmax(1)).mean()),
+                         "accuracy": float((predictions == truth).mean()),
+                         "agreement_fp32_same_k": float((predictions == reference.argmax(1)).mean()),
+                         "max_abs_diff_fp32_same_k": float(np.abs(probabilities - reference).max())})
     return rows
 
 
@@ -205,7 +246,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
     parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, 64 wide) for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-data", default="data/cells/pbmc68k_reduced.h5ad", help="'' to skip the real-cell curve")
+    parser.add_argument("--bf16", action="store_true",
+                        help="add the bf16 autocast rows (ours exact / top-k, cell encoder, each real-cell k)")
+    parser.add_argument("--real-data", default="data/cells/pbmc68k_reduced.h5ad",
+                        help="labelled .h5ad file(s) of the real-cell curve, comma-separated ('' to skip it)")
+    parser.add_argument("--real-cells", type=int,
+                        help="score this many cells of each real-data file (evenly spaced; default all)")
     parser.add_argument("--real-model", default="tests/data/langcell-official-tiny",
                         help="checkpoint for the real-cell curve, e.g. langcell-tiny-bundled (trained)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -227,29 +273,43 @@ def main(argv=None) -> dict:
     print(f"# {'tiny' if args.quick else 'langcell'} preset, {args.cells} cells x {args.genes} genes, "
           f"{args.classes} classes (text tokens {min(lengths)}-{max(lengths)}, "
           f"mean {sum(lengths) / len(lengths):.0f}), "
-          f"fp32, {args.device}, {args.threads} threads, best of {args.repeats}")
-    official = "official (per class)"
-    cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention), {}),
-             "ours exact": (ours, (model, encoded, cells), {})}
-    cases.update({f"ours top-{k}": (ours, (model, encoded, cells), {"top_k": k}) for k in args.ks})
-    cases["ours alpha=1 (CTC only)"] = (ours, (model, encoded, cells), {"alpha": 1.0})
-    cases["cell encoder only (SDPA)"] = (cell_encoder_only, (model, encoded, cells), {})
+          f"fp32{' and bf16 autocast' if args.bf16 else ''}, {args.device}, {args.threads} threads, "
+          f"best of {args.repeats}")
+    official, encoder = "official (per class)", "cell encoder only (SDPA)"
+    variants = {"ours exact": (ours, {}), **{f"ours top-{k}": (ours, {"top_k": k}) for k in args.ks},
+                "ours alpha=1 (CTC only)": (ours, {"alpha": 1.0}), encoder: (cell_encoder_only, {})}
+    cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention), {})}
+    cases.update({name: (function, (model, encoded, cells), kwargs) for name, (function, kwargs) in variants.items()})
+    fp32_case = {}  # bf16 case -> its fp32 case
+    for name, (function, kwargs) in (variants.items() if args.bf16 else ()):
+        if "alpha" not in kwargs:  # alpha=1 skips the matcher: the cell encoder row covers it
+            bf16_name = name.removesuffix(" (SDPA)") + BF16
+            fp32_case[bf16_name] = name
+            cases[bf16_name] = (bf16_autocast(function), (model, encoded, cells), kwargs)
     measured = timed_rounds(cases, args.repeats)
     reference, base_wall, base_cpu = measured[official]
+    exact = measured["ours exact"][0]
 
     results = {"settings": vars(args), "cases": [], "scaling": [], "class_scaling": []}
-    print("\n| case | wall s | CPU s | cells/s (wall) | x official (wall) | x official (CPU) | peak MiB | agreement "
-          "| max abs diff p |\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| case | wall s | CPU s | cells/s (wall) | x official (wall) | x official (CPU) | x fp32 (wall) "
+          "| peak MiB | agreement | agreement with ours exact | max abs diff p |\n" + "|---" * 11 + "|")
     for name, (probs, wall, cpu) in measured.items():
-        row = {"case": name, "wall_s": wall, "cpu_s": cpu, "cells_per_s": args.cells / wall,
-               "speedup_wall": base_wall / wall, "speedup_cpu": base_cpu / cpu, "peak_mib": PEAKS.get(name)}
-        if probs.shape == reference.shape:
-            row["agreement"] = float((probs.argmax(1) == reference.argmax(1)).float().mean())
+        baseline = fp32_case.get(name)
+        row = {"case": name, "precision": "bf16" if baseline else "32", "wall_s": wall, "cpu_s": cpu,
+               "cells_per_s": args.cells / wall, "speedup_wall": base_wall / wall, "speedup_cpu": base_cpu / cpu,
+               "speedup_vs_fp32": measured[baseline][1] / wall if baseline else None, "peak_mib": PEAKS.get(name)}
+        if not name.startswith("cell encoder only"):  # the rest return final probabilities [cells, classes]
+            probs, predictions = probs.float(), probs.argmax(1)
+            row["agreement"] = float((predictions == reference.argmax(1)).float().mean())
+            row["agreement_exact"] = float((predictions == exact.argmax(1)).float().mean())
             row["max_abs_diff"] = float((probs - reference).abs().max())
+            row["predictions"] = predictions.tolist()
         results["cases"].append(row)
-        extra = (f"{row['agreement']:.3f} | {row['max_abs_diff']:.1e}" if "agreement" in row else "- | -")
+        extra = (f"{row['agreement']:.3f} | {row['agreement_exact']:.3f} | {row['max_abs_diff']:.1e}"
+                 if "agreement" in row else "- | - | -")
+        vs_fp32 = "-" if baseline is None else f"{row['speedup_vs_fp32']:.2f}"
         print(f"| {name} | {wall:.2f} | {cpu:.2f} | {row['cells_per_s']:.3f} | {row['speedup_wall']:.2f} | "
-              f"{row['speedup_cpu']:.2f} | {row['peak_mib']:.0f} | {extra} |")
+              f"{row['speedup_cpu']:.2f} | {vs_fp32} | {row['peak_mib']:.0f} | {extra} |")
 
     scaling = timed_rounds({n: (ours, (model, encoded, all_cells[:n]), {}) for n in args.scaling}, args.repeats)
     if scaling:
@@ -278,13 +338,21 @@ def main(argv=None) -> dict:
     for n_classes in args.class_scaling:
         base, own = by_classes[("official", n_classes)][1], by_classes[("ours exact", n_classes)][1]
         print(f"| {n_classes} | {base:.2f} | {own:.2f} | {base / own:.2f} |")
-    if args.real_data and Path(args.real_data).is_file():
-        results["real_cells"] = real_cells_curve(args.real_data, args.real_model, 32, args.repeats, device)
-        print(f"\n# real cells: {args.real_data} with {args.real_model}")
-        print("| k | seconds | cells/s | agreement with exact | accuracy |\n|---|---|---|---|---|")
+    real_files = [path for path in args.real_data.split(",") if path and Path(path).is_file()]
+    missing = [path for path in args.real_data.split(",") if path and path not in real_files]
+    if missing:
+        print(f"\n# real cells: not found, skipped: {', '.join(missing)}")
+    if real_files:
+        results["real_cells"] = [row for path in real_files for row in real_cells_curve(
+            path, args.real_model, 32, args.repeats, device, args.bf16, args.real_cells)]
+        print(f"\n# real cells: {', '.join(real_files)} with {args.real_model}")
+        print("| dataset | cells | precision | k | seconds | cells/s | x fp32 | agreement with fp32 exact | accuracy "
+              "| agreement with fp32 same k | max abs diff p (fp32 same k) |\n" + "|---" * 11 + "|")
         for row in results["real_cells"]:
-            print(f"| {row['k']} | {row['seconds']:.2f} | {row['cells_per_s']:.0f} | {row['agreement']:.3f} | "
-                  f"{row['accuracy']:.3f} |")
+            print(f"| {row['dataset']} | {row['cells']} | {row['precision']} | {row['k']} | {row['seconds']:.2f} | "
+                  f"{row['cells_per_s']:.0f} | {row['speedup_vs_fp32']:.2f} | {row['agreement']:.3f} | "
+                  f"{row['accuracy']:.3f} | {row['agreement_fp32_same_k']:.3f} | "
+                  f"{row['max_abs_diff_fp32_same_k']:.1e} |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(results, handle, indent=2)

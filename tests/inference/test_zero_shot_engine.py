@@ -68,14 +68,19 @@ def test_top_k_reranks_only_the_best_ctc_classes(official):
     candidates = exact.ctc_probs.topk(2, dim=-1).indices.sort(dim=-1).values
     assert torch.equal(out.candidates, candidates)
     outside = torch.ones_like(out.ctm_probs, dtype=torch.bool).scatter_(1, candidates, False)
-    assert torch.all(out.ctm_probs[outside] == 0) and torch.isnan(out.match_prob[outside]).all()
-    # the matcher's probabilities of the candidates are the exact ones; their softmax runs over the k only
+    assert torch.isnan(out.match_prob[outside]).all()
+    # the matcher's probabilities of the candidates are the exact ones; the class softmax runs over
+    # all 4 classes, the 2 unscored ones standing in with the candidates' mean exp(match)
     inside_match = exact.match_prob.gather(1, candidates)
     torch.testing.assert_close(out.match_prob.gather(1, candidates), inside_match, **TOL)
-    torch.testing.assert_close(out.ctm_probs.gather(1, candidates), inside_match.softmax(-1), **TOL)
+    weight = inside_match.exp()
+    total = weight.sum(-1, keepdim=True) + 2 * weight.mean(-1, keepdim=True)
+    torch.testing.assert_close(out.ctm_probs.gather(1, candidates), weight / total, **TOL)
+    torch.testing.assert_close(out.ctm_probs[outside].view(6, 2), (weight.mean(-1, keepdim=True) / total).expand(6, 2), **TOL)
     torch.testing.assert_close(out.final_probs, 0.1 * exact.ctc_probs + 0.9 * out.ctm_probs, **TOL)
     torch.testing.assert_close(out.final_probs.sum(-1), torch.ones(6), **TOL)
     assert all(int(p) in c.tolist() for p, c in zip(out.pred, candidates))
+    assert torch.equal(out.pred, candidates.gather(1, out.final_probs.gather(1, candidates).argmax(1, keepdim=True))[:, 0])
 
 
 def test_alpha_one_skips_the_matcher(official, monkeypatch):
@@ -163,8 +168,8 @@ def test_top_1_needs_no_matcher_pass(official, monkeypatch):
     monkeypatch.setattr(model, "precompute_cross_kv", lambda *a: pytest.fail("matcher ran"))
     out = scorer(inputs["cell_input_ids"], inputs["cell_attention_mask"])
     best = expected["ctc_probs"].argmax(-1)
-    one_hot = torch.nn.functional.one_hot(best, 4).float()
-    torch.testing.assert_close(out.final_probs, 0.1 * expected["ctc_probs"] + 0.9 * one_hot, **TOL)
+    torch.testing.assert_close(out.ctm_probs, torch.full_like(out.ctm_probs, 0.25), **TOL)  # 1/C everywhere
+    torch.testing.assert_close(out.final_probs, 0.1 * expected["ctc_probs"] + 0.9 * 0.25, **TOL)
     assert torch.equal(out.pred, best) and torch.isnan(out.match_prob).all()
 
 
