@@ -6,7 +6,7 @@
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
   supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 17 min on
   1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
-- ``speed`` (about 9 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+- ``speed`` (about 8 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
   file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
