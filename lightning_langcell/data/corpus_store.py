@@ -259,10 +259,8 @@ def json_default(value: Any) -> Any:
 _NUMERIC_ENCODINGS = ("nullable-integer", "nullable-boolean", "nullable-float")
 
 
-def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str] | None = None) -> dict:
+def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str]) -> dict:
     """Row count, obs column kinds and provenance of one input, without reading X or obs values.
-
-    ``digest(path)`` fills the provenance's content digest (None: left for the caller to fill).
 
     Returns ``{"n_rows", "kinds": {column: "numeric"|"categorical"}, "provenance": {...}}``.
     """
@@ -296,7 +294,7 @@ def input_obs_kinds(item: Any, index: int, digest: Callable[[str], str] | None =
             f"Cannot read {item} as an .h5ad file: truncated, empty or another format ({error}).",
             "Pass complete AnnData .h5ad files (anndata >= 0.8); re-copy or re-download a file that was cut short.",
         ) from error
-    provenance = {"path": path, "bytes": os.path.getsize(path), DIGEST: digest(path) if digest else None}
+    provenance = {"path": path, "bytes": os.path.getsize(path), DIGEST: digest(path)}
     return {"n_rows": int(n_rows), "kinds": kinds, "provenance": provenance}
 
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -74,21 +73,6 @@ def _file_digest(path: str | os.PathLike) -> str:
     if key not in _DIGESTS:
         _DIGESTS[key] = file_digest(path)
     return _DIGESTS[key]
-
-
-class _BackgroundDigests:
-    """Content digests of input files, hashed on one background thread while the inputs are
-    tokenized: BLAKE3 and file reads release the GIL, so on 2+ cores the hashing adds no wall time."""
-
-    def __init__(self, paths: Iterable[str]):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="langcell-digest")
-        self._jobs = {path: self._pool.submit(_file_digest, path) for path in dict.fromkeys(paths)}
-
-    def get(self, path: str) -> str:
-        return self._jobs[path].result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _input_list(inputs: Any) -> list:
@@ -168,7 +152,7 @@ def _check_compatible(manifests: Iterable[dict], reference: dict, what: str) -> 
 
 
 def _check_distinct_paths(items: Sequence[Any]) -> None:
-    """Refuse an input file named twice (before any work; equal contents are checked as hashed)."""
+    """Refuse an input file named twice (before hashing it; equal contents are refused once hashed)."""
     paths = [os.path.realpath(item) for item in items if not hasattr(item, "obs")]
     repeated = sorted({path for path in paths if paths.count(path) > 1})
     if repeated:
@@ -254,9 +238,8 @@ def _copy_corpus(writer: CorpusArraysWriter, corpus: CellCorpus) -> None:
         )
 
 
-def _tokenize_source(writer: CorpusArraysWriter, tokenizer: Any, item: Any, scan: dict, chunk_size: int | None,
-                     digests: _BackgroundDigests) -> None:
-    """Tokenize one input chunk by chunk into ``writer`` and record its provenance (content digest included)."""
+def _tokenize_source(writer: CorpusArraysWriter, tokenizer: Any, item: Any, scan: dict, chunk_size: int | None) -> None:
+    """Tokenize one input chunk by chunk into ``writer`` and record its provenance."""
     code = writer.add_source(scan["provenance"])
     n_cells = 0
     for chunk in tokenizer.iter_chunks(item, chunk_size=chunk_size):
@@ -278,9 +261,6 @@ def _tokenize_source(writer: CorpusArraysWriter, tokenizer: Any, item: Any, scan
         tokenized=_now(),
         report=report.as_dict() if hasattr(report, "as_dict") else None,
     )
-    path = scan["provenance"].get("path")
-    if path:
-        writer.sources[code][DIGEST] = digests.get(path)
 
 
 def _write(target: Path, replace: bool, vocabulary: dict, columns: list[tuple[str, str]], fill) -> CellCorpus:
@@ -323,7 +303,8 @@ def tokenize_to_corpus(
         "vocab_size": len(tokenizer.vocabulary),
         "tokenizer_settings": _semantic_settings(tokenizer.settings()),
     }
-    scans = [input_obs_kinds(item, index) for index, item in enumerate(items)]
+    _check_distinct_paths(items)
+    scans = [input_obs_kinds(item, index, _file_digest) for index, item in enumerate(items)]
     kinds = [scan["kinds"] for scan in scans]
     if existing is not None:
         _check_compatible([vocabulary], existing.manifest, f"Appending to {target}")
@@ -331,22 +312,16 @@ def tokenize_to_corpus(
     wanted = _wanted_columns(obs_columns, kinds)
     if existing is not None and wanted is not None:
         wanted = list(kinds[0]) + wanted
-    _check_distinct_paths(items)
+    _check_no_duplicate_sources((existing.sources if existing else []) + [scan["provenance"] for scan in scans])
     columns = _merge_kinds(kinds, wanted)
-
-    digests = _BackgroundDigests(scan["provenance"]["path"] for scan in scans if scan["provenance"]["path"])
 
     def fill(writer: CorpusArraysWriter) -> None:
         if existing is not None:
             _copy_corpus(writer, existing)
         for item, scan in zip(items, scans):
-            _tokenize_source(writer, tokenizer, item, scan, chunk_size, digests)
-            _check_no_duplicate_sources(writer.sources)  # same content under another name
+            _tokenize_source(writer, tokenizer, item, scan, chunk_size)
 
-    try:
-        return _write(target, replace, vocabulary, columns, fill)
-    finally:
-        digests.close()
+    return _write(target, replace, vocabulary, columns, fill)
 
 
 def merge_corpora(

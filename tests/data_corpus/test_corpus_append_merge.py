@@ -115,8 +115,8 @@ def test_tokenize_command(pbmc_files, corpora, tmp_path, capsys):
 
 
 def test_input_given_twice_refused(pbmc_files, tokenizer, tmp_path):
-    """The same path twice fails before any work; a copy under another name fails once hashed
-    (in the background, while tokenizing); neither leaves an output behind."""
+    """The same path twice fails before any hashing; a copy under another name fails once hashed;
+    neither leaves an output behind."""
     with pytest.raises(CorpusError, match="more than once"):
         tokenize_to_corpus([pbmc_files[0], pbmc_files[0]], tmp_path / "twice", tokenizer=tokenizer)
     copy = tmp_path / "copy.h5ad"
