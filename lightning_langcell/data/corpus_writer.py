@@ -156,7 +156,8 @@ def _check_distinct_paths(items: Sequence[Any]) -> None:
     paths = [os.path.realpath(item) for item in items if not hasattr(item, "obs")]
     repeated = sorted({path for path in paths if paths.count(path) > 1})
     if repeated:
-        raise CorpusError(f"{repeated} given more than once: their cells would appear twice.", "Give each input file once.")
+        raise CorpusError(f"{repeated} given more than once: their cells would appear twice.",
+                          "Give each input file once.")
 
 
 def _check_no_duplicate_sources(sources: Sequence[dict]) -> None:

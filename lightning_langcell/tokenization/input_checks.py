@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tokenization.gene_ids import GeneMapping, clean_strings, detect_species, resolve_identifiers, token_lookup
+from lightning_langcell.tokenization.gene_ids import (GeneMapping, clean_strings, detect_species, resolve_identifiers,
+                                                      token_lookup)
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
 
 CELL_BARCODE = re.compile(r"^(?:[A-Za-z0-9]+[_:.-])?[ACGTN]{8,}(?:[_:.-][A-Za-z0-9]+)?$")

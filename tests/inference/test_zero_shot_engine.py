@@ -76,7 +76,8 @@ def test_top_k_reranks_only_the_best_ctc_classes(official):
     weight = inside_match.exp()
     total = weight.sum(-1, keepdim=True) + 2 * weight.mean(-1, keepdim=True)
     torch.testing.assert_close(out.ctm_probs.gather(1, candidates), weight / total, **TOL)
-    torch.testing.assert_close(out.ctm_probs[outside].view(6, 2), (weight.mean(-1, keepdim=True) / total).expand(6, 2), **TOL)
+    stand_in = weight.mean(-1, keepdim=True) / total
+    torch.testing.assert_close(out.ctm_probs[outside].view(6, 2), stand_in.expand(6, 2), **TOL)
     torch.testing.assert_close(out.final_probs, 0.1 * exact.ctc_probs + 0.9 * out.ctm_probs, **TOL)
     torch.testing.assert_close(out.final_probs.sum(-1), torch.ones(6), **TOL)
     assert all(int(p) in c.tolist() for p, c in zip(out.pred, candidates))
