@@ -151,15 +151,6 @@ def _check_compatible(manifests: Iterable[dict], reference: dict, what: str) -> 
             )
 
 
-def _check_distinct_paths(items: Sequence[Any]) -> None:
-    """Refuse an input file named twice (before hashing it; equal contents are refused once hashed)."""
-    paths = [os.path.realpath(item) for item in items if not hasattr(item, "obs")]
-    repeated = sorted({path for path in paths if paths.count(path) > 1})
-    if repeated:
-        raise CorpusError(f"{repeated} given more than once: their cells would appear twice.",
-                          "Give each input file once.")
-
-
 def _check_no_duplicate_sources(sources: Sequence[dict]) -> None:
     """Refuse sources with the same content digest (sources without a digest are skipped)."""
     seen: dict[str, str] = {}
@@ -304,7 +295,6 @@ def tokenize_to_corpus(
         "vocab_size": len(tokenizer.vocabulary),
         "tokenizer_settings": _semantic_settings(tokenizer.settings()),
     }
-    _check_distinct_paths(items)
     scans = [input_obs_kinds(item, index, _file_digest) for index, item in enumerate(items)]
     kinds = [scan["kinds"] for scan in scans]
     if existing is not None:

@@ -115,9 +115,9 @@ def test_tokenize_command(pbmc_files, corpora, tmp_path, capsys):
 
 
 def test_input_given_twice_refused(pbmc_files, tokenizer, tmp_path):
-    """The same path twice fails before any hashing; a copy under another name fails once hashed;
-    neither leaves an output behind."""
-    with pytest.raises(CorpusError, match="more than once"):
+    """The same path twice, or a copy under another name, is refused (same content digest) before
+    any tokenizing; neither leaves an output behind."""
+    with pytest.raises(CorpusError, match="same content"):
         tokenize_to_corpus([pbmc_files[0], pbmc_files[0]], tmp_path / "twice", tokenizer=tokenizer)
     copy = tmp_path / "copy.h5ad"
     shutil.copyfile(pbmc_files[0], copy)

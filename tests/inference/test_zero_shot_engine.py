@@ -185,3 +185,13 @@ def test_unpadded_cells_take_the_maskless_path_with_the_same_scores():
         fused = fused_match_logits(model, text_prefix(model, text_ids, text_mask), model.precompute_cross_kv(hidden),
                                    cell_mask, torch.arange(3).expand(3, -1))
     torch.testing.assert_close(fused, reference, **TOL)
+
+
+def test_candidate_argmax_and_fp32_scores():
+    from lightning_langcell.inference.zero_shot import at_least_fp32, candidate_argmax
+
+    final = torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]])
+    candidates = torch.tensor([[1, 2], [0, 2]])  # the overall best (0, then 1) is not a candidate
+    assert candidate_argmax(final, candidates).tolist() == [2, 2]
+    assert at_least_fp32(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert at_least_fp32(torch.ones(2, dtype=torch.float64)).dtype == torch.float64
