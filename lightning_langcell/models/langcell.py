@@ -108,7 +108,11 @@ class LangCellModel(nn.Module):
     def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Texts [T, L] (``[CLS]`` first) → (CLS hidden [T, Ht], embedding [T, E] L2-normalised)."""
         cls_hidden = self.text_bert(input_ids, attention_mask, mode="text")[:, 0]
-        return cls_hidden, F.normalize(self.text_proj(cls_hidden), dim=-1)
+        return cls_hidden, self.text_embedding(cls_hidden)
+
+    def text_embedding(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        """Text ``[CLS]`` states [T, Ht] → embeddings [T, E], projected and L2-normalised."""
+        return F.normalize(self.text_proj(cls_hidden), dim=-1)
 
     def precompute_cross_kv(self, cell_hidden: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer cross-attention key/value of cell states [B, Lc, Hc], reusable for many texts."""

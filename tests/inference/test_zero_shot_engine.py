@@ -118,8 +118,18 @@ def _padded(lengths, vocab, low, generator, first=None):
     return ids, mask
 
 
+@pytest.fixture(params=[None, 16], ids=["ffn-whole", "ffn-chunked"])
+def ffn_chunk(request, monkeypatch):
+    """Run a test with the FFN whole, and split into chunks of 16 intermediate columns (4 chunks)."""
+    from lightning_langcell.inference import zero_shot
+
+    if request.param is not None:
+        monkeypatch.setattr(zero_shot, "FFN_CHUNK", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("layers", [1, 2, 3])
-def test_cached_kv_fused_pass_equals_per_class_official_loop(layers):
+def test_cached_kv_fused_pass_equals_per_class_official_loop(layers, ffn_chunk):
     generator = torch.Generator().manual_seed(layers)
     model = _random_model(layers, seed=layers)
     cell_ids, cell_mask = _padded([9, 30, 17, 4], 25426, 2, generator, first=25426)
@@ -136,6 +146,47 @@ def test_cached_kv_fused_pass_equals_per_class_official_loop(layers):
         candidates = torch.tensor([[0, 1], [1, 3], [2, 4], [0, 4]])
         fused = fused_match_logits(model, prefix, cross_kv, cell_mask, candidates)
         torch.testing.assert_close(fused, reference.gather(1, candidates[..., None].expand(-1, -1, 2)), **TOL)
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_packed_class_text_encoding_equals_one_text_at_a_time(layers, ffn_chunk):
+    generator = torch.Generator().manual_seed(20 + layers)
+    model = _random_model(layers, seed=20 + layers)
+    text_ids, text_mask = _padded([5, 12, 3, 8, 1], 300, 5, generator, first=2)
+    classes = encode_class_texts(model, text_ids, text_mask)
+    with torch.no_grad():
+        alone = torch.cat([model.encode_texts(row[: int(m.sum())][None], None)[1] for row, m in zip(text_ids, text_mask)])
+        padded = model.encode_texts(text_ids, text_mask)[1]
+    torch.testing.assert_close(classes.embedding, alone, **TOL)
+    torch.testing.assert_close(classes.embedding, padded, **TOL)
+    assert classes.embedding.norm(dim=-1).sub(1).abs().max() < 1e-5
+    assert classes.prefix is not None and classes.prefix.lengths.tolist() == [5, 12, 3, 8, 1]
+    # the prefix kept for the matcher is the one the scorer would compute
+    torch.testing.assert_close(classes.prefix.hidden, text_prefix(model, text_ids, text_mask).hidden, **TOL)
+
+
+def test_uniform_and_ragged_layouts_give_the_same_logits(ffn_chunk):
+    """Every cell with the same classes (sliced per-text attention, shared first query) and the
+    padded path for differing candidates give the same numbers for the same pairs."""
+    from lightning_langcell.inference.zero_shot import _packed_layout
+
+    generator = torch.Generator().manual_seed(5)
+    model = _random_model(3, seed=5)
+    cell_ids, cell_mask = _padded([9, 30, 17], 25426, 2, generator, first=25426)
+    text_ids, text_mask = _padded([5, 12, 3, 8], 300, 5, generator, first=2)
+    with torch.no_grad():
+        hidden, _ = model.encode_cells(cell_ids, cell_mask)
+        prefix, cross_kv = text_prefix(model, text_ids, text_mask), model.precompute_cross_kv(hidden)
+        same = torch.tensor([[3, 0, 2]] * 3)
+        ragged = torch.tensor([[3, 0, 2], [3, 0, 1], [3, 0, 2]])
+        assert _packed_layout(same, prefix.lengths, 12).segments == ((0, 8), (8, 5), (13, 3))
+        assert _packed_layout(ragged, prefix.lengths, 12).segments is None
+        uniform = fused_match_logits(model, prefix, cross_kv, cell_mask, same)
+        padded = fused_match_logits(model, prefix, cross_kv, cell_mask, ragged)
+        reference = per_class_match_logits(model, text_ids, text_mask, hidden, cell_mask)
+    torch.testing.assert_close(uniform, reference[:, [3, 0, 2]], **TOL)
+    torch.testing.assert_close(padded[[0, 2]], uniform[[0, 2]], **TOL)
+    torch.testing.assert_close(padded[1], reference[1, [3, 0, 1]], **TOL)
 
 
 def test_class_chunks_give_the_same_scores():
