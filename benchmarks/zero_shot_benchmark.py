@@ -4,6 +4,8 @@
     python -m benchmarks.zero_shot_benchmark --quick          # tiny model, seconds (a smoke run)
     python -m benchmarks.zero_shot_benchmark --cells 4 --scaling 1,2,4 --ks 1,2,4
     python -m benchmarks.zero_shot_benchmark --bf16           # + the bf16 autocast rows in both tables
+    python -m benchmarks.zero_shot_benchmark --class-scaling 8,16,32 --ks '' --scaling '' --real-data ''
+                                                              # cost against the number of classes
 
 Model: ``LangCellConfig.preset("langcell")`` (12-layer cell encoder 512 wide, 12-layer text
 encoder 768 wide) with seeded random weights: every tensor random (LayerNorm weights 1 ± 0.2,
@@ -241,6 +243,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--scaling", default="2,4,8", help="cell counts of the linear-cost table ('' = none)")
     parser.add_argument("--class-scaling", default="2,4,8",
                         help="class counts timed for ours exact and the official loop ('' = none)")
+    parser.add_argument("--class-scaling-k", type=int, default=3,
+                        help="top-k also timed in the class-count table (0 = none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timings keep the best of this many runs")
     parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
@@ -325,19 +329,23 @@ def main(argv=None) -> dict:
         residual = float((design @ torch.tensor([fixed, per_cell]) - cpu).abs().max())
         results["scaling_fit"] = {"fixed_cpu_s": fixed, "cpu_s_per_cell": per_cell, "max_residual_s": residual}
         print(f"fit: CPU s = {fixed:.2f} + {per_cell:.3f} x cells (max residual {residual:.2f} s)")
-    class_cases = {}
+    class_cases, top = {}, f"ours top-{args.class_scaling_k}"
     for n_classes in args.class_scaling:
         subset = first_classes(every_text, n_classes)
         class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, args.baseline_attention), {})
         class_cases[("ours exact", n_classes)] = (ours, (model, subset, cells), {})
+        if 0 < args.class_scaling_k < n_classes:
+            class_cases[(top, n_classes)] = (ours, (model, subset, cells), {"top_k": args.class_scaling_k})
     if class_cases:
-        print("\n| classes | official s | ours exact s | x official |\n|---|---|---|---|")
+        print(f"\n| classes | official s | ours exact s | x official | {top} s | x official |\n" + "|---" * 6 + "|")
     by_classes = timed_rounds(class_cases, args.repeats)
     results["class_scaling"] = [{"case": case, "classes": n, "cells": args.cells, "wall_s": wall, "cpu_s": cpu}
                                 for (case, n), (_, wall, cpu) in by_classes.items()]
     for n_classes in args.class_scaling:
         base, own = by_classes[("official", n_classes)][1], by_classes[("ours exact", n_classes)][1]
-        print(f"| {n_classes} | {base:.2f} | {own:.2f} | {base / own:.2f} |")
+        fast = by_classes.get((top, n_classes), (None, None))[1]
+        fast_cells = "- | -" if fast is None else f"{fast:.2f} | {base / fast:.2f}"
+        print(f"| {n_classes} | {base:.2f} | {own:.2f} | {base / own:.2f} | {fast_cells} |")
     real_files = [path for path in args.real_data.split(",") if path and Path(path).is_file()]
     missing = [path for path in args.real_data.split(",") if path and path not in real_files]
     if missing:

@@ -16,7 +16,7 @@ REAL_CELLS = 40
 @pytest.fixture(scope="module")
 def results(repo_root):
     return main(["--quick", "--cells", "2", "--genes", "40", "--classes", "4", "--ks", "1,2", "--threads", "1",
-                 "--scaling", "1,2", "--class-scaling", "2,3", "--bf16",
+                 "--scaling", "1,2", "--class-scaling", "2,3", "--class-scaling-k", "2", "--bf16",
                  "--real-data", str(repo_root / "data/cells/pbmc68k_reduced.h5ad"), "--real-cells", str(REAL_CELLS),
                  "--real-model", str(repo_root / "tests/data/langcell-official-tiny")])
 
@@ -33,7 +33,7 @@ def test_exact_and_full_top_k_match_the_official_loop(results):
 def test_scaling_tables(results):
     assert [row["cells"] for row in results["scaling"]] == [1, 2]
     assert sorted((row["case"], row["classes"]) for row in results["class_scaling"]) == [
-        ("official", 2), ("official", 3), ("ours exact", 2), ("ours exact", 3)]
+        ("official", 2), ("official", 3), ("ours exact", 2), ("ours exact", 3), ("ours top-2", 3)]
     assert all(row["cpu_s"] > 0 and row["cells"] == 2 for row in results["class_scaling"])
 
 
