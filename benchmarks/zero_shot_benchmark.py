@@ -23,7 +23,9 @@ Cases (each times everything after the model is built: cell encoding, class text
   BERT and BLIP's "med" text encoder write the attention out), each class text embedded alone,
   then for each class its text repeated for every cell and one full multimodal pass
   (``match_logits``; cross-attention key/value recomputed per class), official blend (alpha 0.1).
-  ``--baseline-attention sdpa`` gives the baseline our fused attention kernels as well.
+  ``--baseline-attention sdpa`` gives the baseline our fused attention kernels as well, and
+  ``--baseline-linear packed`` our oneDNN packed linear layers (``inference.cpu_linear``; ours
+  uses them on CPU in fp32).
 - ``ours exact``: :class:`ZeroShotScorer` (SDPA, cross-attention K/V once per cell batch, fused
   packed pass over all classes, last layer on ``[CLS]`` only).
 - ``ours top-k``: the matcher on each cell's k best CTC classes only.
@@ -110,8 +112,15 @@ def build_inputs(args):
     return model, encoded, cell_ids
 
 
-def official_per_class(model, encoded, cell_ids, attention: str):
+def official_per_class(model, encoded, cell_ids, attention: str, linear: str = "stock"):
     """Final probabilities [B, C] by the released algorithm (see ``official`` above)."""
+    from lightning_langcell.inference.cpu_linear import packed_cpu_linear
+
+    with packed_cpu_linear(cell_ids.device, enabled=linear == "packed"):
+        return _official_per_class(model, encoded, cell_ids, attention)
+
+
+def _official_per_class(model, encoded, cell_ids, attention: str):
     from lightning_langcell.inference.zero_shot import per_class_match_logits
     from lightning_langcell.models.zero_shot_scores import zero_shot_scores
 
@@ -248,6 +257,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timings keep the best of this many runs")
     parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
+    parser.add_argument("--baseline-linear", default="stock", choices=("stock", "packed"),
+                        help="packed: the baseline's linear layers through oneDNN with packed weights, as ours")
     parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, 64 wide) for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true",
@@ -282,7 +293,7 @@ def main(argv=None) -> dict:
     official, encoder = "official (per class)", "cell encoder only (SDPA)"
     variants = {"ours exact": (ours, {}), **{f"ours top-{k}": (ours, {"top_k": k}) for k in args.ks},
                 "ours alpha=1 (CTC only)": (ours, {"alpha": 1.0}), encoder: (cell_encoder_only, {})}
-    cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention), {})}
+    cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention, args.baseline_linear), {})}
     cases.update({name: (function, (model, encoded, cells), kwargs) for name, (function, kwargs) in variants.items()})
     fp32_case = {}  # bf16 case -> its fp32 case
     for name, (function, kwargs) in (variants.items() if args.bf16 else ()):
@@ -332,7 +343,8 @@ def main(argv=None) -> dict:
     class_cases, top = {}, f"ours top-{args.class_scaling_k}"
     for n_classes in args.class_scaling:
         subset = first_classes(every_text, n_classes)
-        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, args.baseline_attention), {})
+        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, args.baseline_attention,
+                                                                         args.baseline_linear), {})
         class_cases[("ours exact", n_classes)] = (ours, (model, subset, cells), {})
         if 0 < args.class_scaling_k < n_classes:
             class_cases[(top, n_classes)] = (ours, (model, subset, cells), {"top_k": args.class_scaling_k})

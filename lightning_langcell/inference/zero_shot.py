@@ -44,6 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.cpu_linear import ACTIVATIONS, PackedCpuLinear, packed_cpu_linear
 from lightning_langcell.models.langcell import LangCellModel
 from lightning_langcell.models.text_encoder import CrossKV, cell_cross_attention_mask, text_self_attention_mask
 from lightning_langcell.models.zero_shot_scores import (
@@ -81,7 +82,8 @@ def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_
         raise LangCellInputError("No class texts to score against.", "Give at least one candidate class.")
     prefix = text_prefix(model, input_ids, attention_mask)
     everything = torch.arange(input_ids.shape[0], device=input_ids.device)[None]
-    cls_hidden = packed_text_pass(model, prefix, everything)[0]
+    with packed_cpu_linear(input_ids.device):
+        cls_hidden = packed_text_pass(model, prefix, everything)[0]
     return ClassTexts(input_ids, attention_mask, model.text_embedding(cls_hidden), prefix)
 
 
@@ -285,19 +287,26 @@ def _cross_attention(layer, hidden: torch.Tensor, key_value: tuple[torch.Tensor,
 
 
 def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
-    """The layer's FFN sub-block, ``LayerNorm(W2·act(W1·x + b1) + b2 + x)``.
+    """The layer's FFN sub-block, ``LayerNorm(W2·act(W1·x + b1) + b2 + x)``, in eval mode:
 
-    In eval mode without autocast the intermediate width is split into ``FFN_CHUNK`` columns, each
-    chunk's contribution summed: the same numbers up to float rounding, ~15% faster on CPU for the
-    768 → 3072 → 768 FFN (the [N·T, 3072] activations stay small and in cache).
+    - inside :class:`PackedCpuLinear` (fp32 CPU): W1 and the activation in one oneDNN pass;
+    - else without autocast: the intermediate width split into ``FFN_CHUNK`` columns, each chunk's
+      contribution summed (~4% faster on CPU: the [N·T, 3072] activations stay small);
+    - same numbers up to float rounding either way.
     """
-    up, down = layer.intermediate.dense, layer.output.dense
-    if layer.training or torch.is_autocast_enabled(hidden.device.type) or up.out_features <= FFN_CHUNK:
-        return layer.output(layer.intermediate(hidden), hidden)
+    up, down, intermediate = layer.intermediate.dense, layer.output.dense, layer.intermediate
+    packed = PackedCpuLinear.current()
+    if layer.training:
+        return layer.output(intermediate(hidden), hidden)
+    if packed is not None and intermediate.hidden_act in ACTIVATIONS and packed.applies(hidden, up.weight):
+        inner = packed.linear(hidden, up.weight, up.bias, intermediate.hidden_act)
+        return layer.output.LayerNorm(packed.linear(inner, down.weight, down.bias).add_(hidden))
+    if torch.is_autocast_enabled(hidden.device.type) or up.out_features <= FFN_CHUNK:
+        return layer.output(intermediate(hidden), hidden)
     total = None
     for start in range(0, up.out_features, FFN_CHUNK):
         columns = slice(start, start + FFN_CHUNK)
-        inner = layer.intermediate.act(torch.nn.functional.linear(hidden, up.weight[columns], up.bias[columns]))
+        inner = intermediate.act(torch.nn.functional.linear(hidden, up.weight[columns], up.bias[columns]))
         part = torch.nn.functional.linear(inner, down.weight[:, columns])
         total = part if total is None else total.add_(part)
     return layer.output.LayerNorm(total.add_(down.bias).add_(hidden))
@@ -399,11 +408,14 @@ class ZeroShotScorer:
         top_k: run the matcher on each cell's k best CTC classes only (None: all, exact mode).
         temperature: CTC temperature (0.05 official).
         class_chunk_size: candidate classes per fused matcher pass (bounds memory).
+        packed_linear: on CPU in fp32, run the linear layers through oneDNN with weights packed
+            once (:class:`~lightning_langcell.inference.cpu_linear.PackedCpuLinear`: ~10% faster,
+            same numbers up to float rounding, one extra copy of the weights in memory).
     """
 
     def __init__(self, model: LangCellModel, classes: ClassTexts, alpha: float = OFFICIAL_ALPHA,
                  top_k: int | None = None, temperature: float = OFFICIAL_TEMPERATURE,
-                 class_chunk_size: int = 32):
+                 class_chunk_size: int = 32, packed_linear: bool = True):
         if not 0.0 <= alpha <= 1.0:
             raise LangCellInputError(f"alpha must lie in [0, 1], got {alpha}.", "Use e.g. alpha=0.1 (official).")
         if top_k is not None and top_k < 1:
@@ -419,6 +431,7 @@ class ZeroShotScorer:
         self.temperature = float(temperature)
         self.class_chunk_size = int(class_chunk_size)
         self.uses_matcher = self.alpha < 1.0
+        self.packed_linear = bool(packed_linear)
         self.prefix = None
         if self.uses_matcher:
             self.prefix = classes.prefix
@@ -438,6 +451,10 @@ class ZeroShotScorer:
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
         """Score cells [B, Lc] (``<cls>`` first, 1/0 mask)."""
+        with packed_cpu_linear(input_ids.device, self.packed_linear):
+            return self._score(input_ids, attention_mask)
+
+    def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
         cell_hidden, cell_embedding = self.model.encode_cells(input_ids, attention_mask)
         with torch.autocast(cell_embedding.device.type, enabled=False):  # scores in fp32 (see the class doc)
             embedding = at_least_fp32(cell_embedding)

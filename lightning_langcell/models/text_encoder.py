@@ -179,6 +179,7 @@ class Intermediate(nn.Module):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.hidden_act = config.hidden_act  # its name, for fused inference kernels
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:

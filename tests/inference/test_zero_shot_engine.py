@@ -51,6 +51,15 @@ def test_exact_mode_matches_official_fixture(official):
     assert out.pred.tolist() == expected["pred"].tolist() == [3, 2, 2, 2, 2, 2]
 
 
+def test_packed_linear_switch_gives_the_same_scores(official):
+    model, inputs, expected, classes = official
+    packed = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    stock = ZeroShotScorer(model, classes, packed_linear=False)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    torch.testing.assert_close(packed.final_probs, stock.final_probs, **TOL)
+    torch.testing.assert_close(stock.final_probs, expected["final_probs"], **TOL)
+    assert torch.equal(packed.pred, stock.pred)
+
+
 def test_top_k_equal_to_class_count_is_exact(official):
     model, inputs, _, classes = official
     exact = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
@@ -118,14 +127,20 @@ def _padded(lengths, vocab, low, generator, first=None):
     return ids, mask
 
 
-@pytest.fixture(params=[None, 16], ids=["ffn-whole", "ffn-chunked"])
+@pytest.fixture(params=[None, 16, "packed"], ids=["ffn-whole", "ffn-chunked", "packed-linear"])
 def ffn_chunk(request, monkeypatch):
-    """Run a test with the FFN whole, and split into chunks of 16 intermediate columns (4 chunks)."""
+    """Run a test with the FFN whole, split into chunks of 16 intermediate columns (4 chunks), and
+    with every linear layer (the FFN's with its activation fused) through oneDNN packed weights."""
     from lightning_langcell.inference import zero_shot
+    from lightning_langcell.inference.cpu_linear import PackedCpuLinear
 
+    if request.param == "packed":
+        with PackedCpuLinear():
+            yield request.param
+        return
     if request.param is not None:
         monkeypatch.setattr(zero_shot, "FFN_CHUNK", request.param)
-    return request.param
+    yield request.param
 
 
 @pytest.mark.parametrize("layers", [1, 2, 3])
