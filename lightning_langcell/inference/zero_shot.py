@@ -274,18 +274,6 @@ def _packed_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, s
     return layer.attention.output(context, residual)
 
 
-def _cross_attention(layer, hidden: torch.Tensor, key_value: tuple[torch.Tensor, torch.Tensor],
-                     mask: torch.Tensor | None) -> torch.Tensor:
-    """Cross-attention sub-block of packed texts [N, T, H] to B cells (N = B, or N = 1 before the
-    first cross-attention: the query projection then runs once, shared by every cell)."""
-    block = layer.crossattention
-    key, value = key_value
-    query = block.self.split_heads(block.self.query(hidden))
-    query = query.expand(key.shape[0], -1, -1, -1)
-    context = torch.nn.functional.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    return block.output(context.transpose(1, 2).flatten(2), hidden)
-
-
 def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
     """The layer's FFN sub-block, ``LayerNorm(W2·act(W1·x + b1) + b2 + x)``, in eval mode:
 
@@ -347,7 +335,7 @@ def packed_text_pass(
             hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length,
                                             cls_only=index == len(layers) - 1)
         if key_value is not None:
-            hidden = _cross_attention(layer, hidden, key_value, cross_mask)
+            hidden = layer.crossattention(hidden, key_value, cross_mask)  # a one-row hidden broadcasts
         hidden = _feed_forward(layer, hidden)
     return hidden.expand(n_cells, -1, -1) if hidden.shape[0] != n_cells else hidden
 

@@ -130,9 +130,12 @@ class AttentionProjections(nn.Module):
         key_value: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Attend ``hidden_states`` [N, Lq, H] to ``key_value``; returns the context [N, Lq, H]."""
+        """Attend ``hidden_states`` [N, Lq, H] to ``key_value`` [B, heads, Lk, d]; returns the context
+        [max(N, B), Lq, H]. One text (N = 1) meets B cells with its query projected once."""
         query = self.split_heads(self.query(hidden_states))
         key, value = key_value
+        if query.shape[0] == 1 and key.shape[0] > 1:
+            query = query.expand(key.shape[0], -1, -1, -1)
         attend = eager_attention if self.implementation == "eager" else _sdpa
         context = attend(query, key, value, mask, self.dropout_p if self.training else 0.0)
         return context.transpose(1, 2).flatten(2)
@@ -189,12 +192,10 @@ class Intermediate(nn.Module):
 def _broadcast_batch(
     hidden: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Let one text meet many cells (or one cell many texts) by expanding the batch of size 1."""
+    """Let one text meet many cells (or one cell many texts): the cells' batch of size 1 expands."""
     n_text, n_cell = hidden.shape[0], key.shape[0]
-    if n_text == n_cell:
+    if n_text in (n_cell, 1):  # one text: the cross-attention broadcasts its query (projected once)
         return hidden, key, value, mask
-    if n_text == 1:
-        return hidden.expand(n_cell, -1, -1), key, value, mask
     if n_cell == 1:
         expand = (n_text, -1, -1, -1)
         return hidden, key.expand(*expand), value.expand(*expand), None if mask is None else mask.expand(*expand)
