@@ -25,7 +25,13 @@ Cases (each times everything after the model is built: cell encoding, class text
   (``match_logits``; cross-attention key/value recomputed per class), official blend (alpha 0.1).
   ``--baseline-attention sdpa`` gives the baseline our fused attention kernels as well, and
   ``--baseline-linear packed`` our oneDNN packed linear layers (``inference.cpu_linear``; ours
-  uses them on CPU in fp32).
+  uses them on CPU in fp32 where the CPU has AVX-512).
+
+Memory: each case as it ships — the official code on glibc's defaults, ours keeping freed CPU
+memory for reuse within each call (its scorer's ``retained_cpu_memory`` scope,
+``inference.cpu_memory``). ``--memory retained`` runs every case, the official one included,
+inside one such scope held across the timings (as ``annotate()`` and ``predict`` hold it across
+batches): the same allocator for both (its peak MiB then show the retained heap).
 - ``ours exact``: :class:`ZeroShotScorer` (SDPA, cross-attention K/V once per cell batch, fused
   packed pass over all classes, last layer on ``[CLS]`` only).
 - ``ours top-k``: the matcher on each cell's k best CTC classes only.
@@ -133,6 +139,11 @@ def _official_per_class(model, encoded, cell_ids, attention: str):
     logits = per_class_match_logits(model, ids, text_mask, hidden, mask)
     model.set_attn_implementation("sdpa")
     return zero_shot_scores(cell_embedding, text_embedding, logits).final_probs
+
+
+def baseline_settings(args) -> tuple[str, str]:
+    """The official baseline's attention and linear settings from the command line."""
+    return args.baseline_attention, args.baseline_linear
 
 
 def ours(model, encoded, cell_ids, alpha: float = 0.1, top_k: int | None = None):
@@ -259,6 +270,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-attention", default="eager", choices=("eager", "sdpa"))
     parser.add_argument("--baseline-linear", default="stock", choices=("stock", "packed"),
                         help="packed: the baseline's linear layers through oneDNN with packed weights, as ours")
+    parser.add_argument("--memory", default="default", choices=("default", "retained"),
+                        help="default: glibc's defaults (ours keeps freed memory within each call, its scorer's "
+                             "own scope); retained: every timing inside one retained_cpu_memory scope, official "
+                             "included (as annotate() and predict keep it across batches; peaks then show the heap)")
     parser.add_argument("--quick", action="store_true", help="tiny model (2 layers, 64 wide) for a smoke run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true",
@@ -276,6 +291,15 @@ def main(argv=None) -> dict:
     args.scaling = [int(n) for n in args.scaling.split(",") if n]
     args.class_scaling = [int(n) for n in args.class_scaling.split(",") if n]
     torch.set_num_threads(args.threads)
+    from lightning_langcell.inference.cpu_memory import retained_cpu_memory
+
+    with retained_cpu_memory(args.device, enabled=args.memory == "retained"):
+        return run(args)
+
+
+def run(args) -> dict:
+    """The tables of :func:`main` for parsed arguments."""
+    from lightning_langcell.inference.cpu_linear import packed_linear_pays_off
 
     device = torch.device(args.device)
     model, encoded, all_cells = build_inputs(args)
@@ -290,10 +314,13 @@ def main(argv=None) -> dict:
           f"mean {sum(lengths) / len(lengths):.0f}), "
           f"fp32{' and bf16 autocast' if args.bf16 else ''}, {args.device}, {args.threads} threads, "
           f"best of {args.repeats}")
+    print(f"# CPU {torch.backends.cpu.get_cpu_capability()}, {args.memory} memory for all cases; official: "
+          f"{args.baseline_attention} attention, {args.baseline_linear} linear; ours: SDPA, "
+          f"{'packed' if packed_linear_pays_off() else 'stock'} linear")
     official, encoder = "official (per class)", "cell encoder only (SDPA)"
     variants = {"ours exact": (ours, {}), **{f"ours top-{k}": (ours, {"top_k": k}) for k in args.ks},
                 "ours alpha=1 (CTC only)": (ours, {"alpha": 1.0}), encoder: (cell_encoder_only, {})}
-    cases = {official: (official_per_class, (model, encoded, cells, args.baseline_attention, args.baseline_linear), {})}
+    cases = {official: (official_per_class, (model, encoded, cells, *baseline_settings(args)), {})}
     cases.update({name: (function, (model, encoded, cells), kwargs) for name, (function, kwargs) in variants.items()})
     fp32_case = {}  # bf16 case -> its fp32 case
     for name, (function, kwargs) in (variants.items() if args.bf16 else ()):
@@ -343,8 +370,7 @@ def main(argv=None) -> dict:
     class_cases, top = {}, f"ours top-{args.class_scaling_k}"
     for n_classes in args.class_scaling:
         subset = first_classes(every_text, n_classes)
-        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, args.baseline_attention,
-                                                                         args.baseline_linear), {})
+        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, *baseline_settings(args)), {})
         class_cases[("ours exact", n_classes)] = (ours, (model, subset, cells), {})
         if 0 < args.class_scaling_k < n_classes:
             class_cases[(top, n_classes)] = (ours, (model, subset, cells), {"top_k": args.class_scaling_k})

@@ -2,9 +2,12 @@
 
 ``torch.ops.mkldnn._linear_pointwise`` with a weight reordered once by
 ``torch.ops.mkldnn._reorder_linear_weight`` (the kernels torch.compile's CPU backend emits) runs
-the zero-shot matmuls at ~220 GFLOP/s on the 2-core AVX-512 machine of our benchmarks, against
-~160-195 for PyTorch's default CPU path (MKL), with the same fp32 arithmetic in another summation
-order (differences ~1e-7 relative). It can also apply the activation (GELU, ReLU) in the same pass.
+the zero-shot matmuls at ~220 GFLOP/s on a 2-core AVX-512 machine (AMD Zen 4), against ~160-195
+for PyTorch's default CPU path (MKL), with the same fp32 arithmetic in another summation order
+(differences ~1e-7 relative). It can also apply the activation (GELU, ReLU) in the same pass. On
+a 2-core AVX2-only machine (AMD EPYC) it measured slower than MKL for the large shapes (zero-shot
+exact 9.3 s stock vs 10.6 s packed), so by default it is used only where the CPU has AVX-512
+(:func:`packed_linear_pays_off`).
 
 :class:`PackedCpuLinear` is a ``TorchFunctionMode``: inside ``with PackedCpuLinear():`` every
 ``F.linear`` (so every ``nn.Linear``) of an fp32 CPU Parameter, with gradients off and no
@@ -30,6 +33,11 @@ def packed_linear_supported() -> bool:
     ops = torch.ops.mkldnn
     return (torch.backends.mkldnn.is_available() and hasattr(ops, "_linear_pointwise")
             and hasattr(ops, "_reorder_linear_weight"))
+
+
+def packed_linear_pays_off() -> bool:
+    """Whether packing is the faster choice here: the kernels exist and the CPU has AVX-512."""
+    return packed_linear_supported() and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class PackedCpuLinear(TorchFunctionMode):
@@ -89,8 +97,11 @@ class PackedCpuLinear(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def packed_cpu_linear(device: torch.device, enabled: bool = True):
-    """``PackedCpuLinear()`` when ``enabled``, ``device`` is the CPU and the kernels exist; else a no-op."""
+def packed_cpu_linear(device: torch.device, enabled: bool | None = None):
+    """``PackedCpuLinear()`` on the CPU when ``enabled`` (None: where it pays off, i.e. AVX-512) and
+    the kernels exist; else a no-op."""
+    if enabled is None:
+        enabled = packed_linear_pays_off()
     if enabled and torch.device(device).type == "cpu" and packed_linear_supported():
         return PackedCpuLinear()
     return contextlib.nullcontext()

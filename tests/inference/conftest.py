@@ -3,7 +3,12 @@
 from pathlib import Path
 
 import anndata
+import numpy as np
 import pytest
+import torch
+
+from lightning_langcell.hub.official import load_official
+from lightning_langcell.inference.zero_shot import encode_class_texts
 
 # pbmc68k FACS labels -> Cell Ontology ids (what CELLxGENE would store beside them)
 PBMC68K_CL_IDS = {
@@ -37,3 +42,23 @@ def pbmc_h5ad(test_data_dir, tmp_path_factory) -> Path:
 def one_thread(single_torch_thread):
     with single_torch_thread():
         yield
+
+
+@pytest.fixture(scope="module")
+def fixture_dir(test_data_dir) -> Path:
+    return test_data_dir / "langcell-official-tiny"
+
+
+@pytest.fixture(scope="module")
+def official(fixture_dir):
+    """The official-layout tiny model, the fixture's inputs and expected outputs, its encoded class texts."""
+    def array(name):
+        return torch.from_numpy(np.load(fixture_dir / name))
+
+    model = load_official(fixture_dir)
+    inputs = {name: array(f"inputs/{name}.npy") for name in
+              ("cell_input_ids", "cell_attention_mask", "text_input_ids", "text_attention_mask")}
+    expected = {name: array(f"expected/{name}.npy") for name in
+                ("ctc_probs", "ctm_match_prob", "ctm_probs", "final_probs", "pred", "cell_embedding")}
+    classes = encode_class_texts(model, inputs["text_input_ids"], inputs["text_attention_mask"])
+    return model, inputs, expected, classes

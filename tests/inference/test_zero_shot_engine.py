@@ -1,8 +1,5 @@
 """The scoring engine: official parity, fused matcher == per-class official loop, top-k semantics."""
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
@@ -15,29 +12,9 @@ from lightning_langcell.inference.zero_shot import (
     text_prefix,
     top_k_candidates,
 )
-from lightning_langcell.hub.official import load_official
 from lightning_langcell.models import LangCellConfig, LangCellModel
 
 TOL = dict(atol=1e-5, rtol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def fixture_dir(test_data_dir) -> Path:
-    return test_data_dir / "langcell-official-tiny"
-
-
-@pytest.fixture(scope="module")
-def official(fixture_dir):
-    def array(name):
-        return torch.from_numpy(np.load(fixture_dir / name))
-
-    model = load_official(fixture_dir)
-    inputs = {name: array(f"inputs/{name}.npy") for name in
-              ("cell_input_ids", "cell_attention_mask", "text_input_ids", "text_attention_mask")}
-    expected = {name: array(f"expected/{name}.npy") for name in
-                ("ctc_probs", "ctm_match_prob", "ctm_probs", "final_probs", "pred", "cell_embedding")}
-    classes = encode_class_texts(model, inputs["text_input_ids"], inputs["text_attention_mask"])
-    return model, inputs, expected, classes
 
 
 def test_exact_mode_matches_official_fixture(official):
@@ -53,7 +30,7 @@ def test_exact_mode_matches_official_fixture(official):
 
 def test_packed_linear_switch_gives_the_same_scores(official):
     model, inputs, expected, classes = official
-    packed = ZeroShotScorer(model, classes)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
+    packed = ZeroShotScorer(model, classes, packed_linear=True)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
     stock = ZeroShotScorer(model, classes, packed_linear=False)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
     torch.testing.assert_close(packed.final_probs, stock.final_probs, **TOL)
     torch.testing.assert_close(stock.final_probs, expected["final_probs"], **TOL)
