@@ -370,7 +370,8 @@ def run(args) -> dict:
     class_cases, top = {}, f"ours top-{args.class_scaling_k}"
     for n_classes in args.class_scaling:
         subset = first_classes(every_text, n_classes)
-        class_cases[("official", n_classes)] = (official_per_class, (model, subset, cells, *baseline_settings(args)), {})
+        baseline = (model, subset, cells, *baseline_settings(args))
+        class_cases[("official", n_classes)] = (official_per_class, baseline, {})
         class_cases[("ours exact", n_classes)] = (ours, (model, subset, cells), {})
         if 0 < args.class_scaling_k < n_classes:
             class_cases[(top, n_classes)] = (ours, (model, subset, cells), {"top_k": args.class_scaling_k})

@@ -6,13 +6,13 @@ zero-shot passes allocate and free tens of such tensors per layer (FFN intermedi
 outputs), so every one of them is page-faulted in again, which is slow under virtualisation.
 Measured on the 2-core AVX2 machine of our benchmarks (official sizes, fp32): ours exact
 10.7-11.4 s with the defaults, 9.1-9.3 s with freed memory kept (``benchmarks/zero_shot_benchmark``
-``--allocator`` compares both in one run). jemalloc or tcmalloc (``LD_PRELOAD``) do the same for a
+``--memory`` sets how each case runs). jemalloc or tcmalloc (``LD_PRELOAD``) do the same for a
 whole process; this module does it from Python, for a scope:
 
 ``with retained_cpu_memory("cpu"):`` sets glibc's ``M_MMAP_MAX`` to 0 (big blocks come from the
-heap, which reuses freed ones) and ``M_TRIM_THRESHOLD`` to 2 GiB (the heap is not shrunk below that); the
-outermost exit restores glibc's defaults (65,536 mmaps, 128 KiB) and returns the free memory to
-the kernel (``malloc_trim``). After a scope, glibc's mmap threshold no longer adapts by itself
+heap, which reuses freed ones) and ``M_TRIM_THRESHOLD`` to 2 GiB (up to that much free memory
+stays at the heap's top); the outermost exit restores glibc's defaults (65,536 mmaps, 128 KiB)
+and returns the free memory to the kernel (``malloc_trim``). After a scope, glibc's mmap threshold no longer adapts by itself
 (setting either option turns that off). Scopes nest and are thread-safe; anything but CPU, or a
 C library without ``mallopt`` (macOS, musl), makes them no-ops.
 """

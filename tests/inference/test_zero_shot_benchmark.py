@@ -110,3 +110,14 @@ def test_real_cells_bf16_rows(results, repo_root):
                                                                               classes))
     assert exact["bf16"]["max_abs_diff_fp32_same_k"] == pytest.approx(
         float(np.abs(probabilities["bf16"] - probabilities["32"]).max()), abs=1e-6)
+
+
+@pytest.mark.parametrize("memory, retained", [("default", False), ("retained", True)])
+def test_memory_option_scopes_every_timing(monkeypatch, memory, retained):
+    """``--memory retained`` runs every case (the official one too) inside one retained-memory scope."""
+    from benchmarks import zero_shot_benchmark
+    from lightning_langcell.inference.cpu_memory import retaining_active, retaining_supported
+
+    monkeypatch.setattr(zero_shot_benchmark, "run", lambda args: {"retained": retaining_active()})
+    assert main(["--quick", "--memory", memory]) == {"retained": retained and retaining_supported()}
+    assert not retaining_active()
