@@ -12,9 +12,9 @@ whole process; this module does it from Python, for a scope:
 ``with retained_cpu_memory("cpu"):`` sets glibc's ``M_MMAP_MAX`` to 0 (big blocks come from the
 heap, which reuses freed ones) and ``M_TRIM_THRESHOLD`` to 2 GiB (up to that much free memory
 stays at the heap's top); the outermost exit restores glibc's defaults (65,536 mmaps, 128 KiB)
-and returns the free memory to the kernel (``malloc_trim``). After a scope, glibc's mmap threshold no longer adapts by itself
-(setting either option turns that off). Scopes nest and are thread-safe; anything but CPU, or a
-C library without ``mallopt`` (macOS, musl), makes them no-ops.
+and returns the free memory to the kernel (``malloc_trim``). After a scope, glibc's mmap
+threshold no longer adapts by itself (setting either option turns that off). Scopes nest and are
+thread-safe; anything but CPU, or a C library other than glibc (macOS, musl), makes them no-ops.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def _libc():
         libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
         return libc
-    except (OSError, AttributeError):  # no C library by that name
+    except (OSError, AttributeError):  # no such library, or one without mallopt / malloc_trim
         return None
 
 
