@@ -287,7 +287,11 @@ def _write(target: Path, replace: bool, vocabulary: dict, columns: list[tuple[st
     try:
         with atomic_directory(target, overwrite=replace) as tmp, writer_lock(tmp):
             writer = CorpusArraysWriter(tmp, _token_dtype(vocabulary["vocab_size"]), columns, vocabulary["vocab_size"])
-            fill(writer)
+            try:
+                fill(writer)
+            except BaseException:
+                writer.discard()
+                raise
             writer.finish({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created": _now(), **vocabulary})
     except FileExistsError as error:
         raise CorpusError(f"{target} was created by someone else while writing.", "Run again.") from error
