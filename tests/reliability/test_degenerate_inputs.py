@@ -129,11 +129,13 @@ def test_output_under_a_file_names_the_true_reason(tmp_path):
         tokenize_to_corpus(CELLS, tmp_path / "a_file" / "deeper" / "corpus")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_output_in_a_read_only_folder_names_the_true_reason(tmp_path):
+def test_output_in_a_read_only_folder_names_the_true_reason(tmp_path, monkeypatch):
     (tmp_path / "locked").mkdir(mode=0o555)
-    with pytest.raises(CorpusError, match="locked is not writable"):
-        tokenize_to_corpus(CELLS, tmp_path / "locked" / "corpus")
+    if os.geteuid() == 0:  # root may write anywhere: the folder is reported as this user sees it
+        monkeypatch.setattr(os, "access", lambda path, mode: Path(path).name != "locked")
+    with pytest.raises(CorpusError, match="directory .*locked is not writable by this user") as caught:
+        tokenize_to_corpus(CELLS, tmp_path / "locked" / "sub" / "corpus")
+    assert "someone else" not in str(caught.value) and list((tmp_path / "locked").iterdir()) == []
 
 
 def test_non_utf8_obs_string_is_named_not_called_truncated(tmp_path):
