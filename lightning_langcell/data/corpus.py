@@ -183,7 +183,8 @@ class CellCorpus:
     def _check_token_arrays(self) -> None:
         n_cells, n_tokens = self.manifest["n_cells"], self.manifest["n_tokens"]
         if self.tokens.dtype not in TOKEN_DTYPES or self.offsets.dtype != np.dtype("<i8"):
-            raise self._fail(f"tokens/offsets are {self.tokens.dtype}/{self.offsets.dtype}, not int16 or int32/int64")
+            raise self._fail(f"{TOKENS_FILE} must be int16 or int32 and {OFFSETS_FILE} int64; they are "
+                             f"{self.tokens.dtype} and {self.offsets.dtype}")
         if self.offsets.shape != (n_cells + 1,) or self.tokens.shape != (n_tokens,):
             raise self._fail(f"arrays do not hold {n_cells} cells / {n_tokens} tokens")
         if int(self.offsets[0]) != 0 or int(self.offsets[-1]) != n_tokens:
@@ -400,7 +401,10 @@ def _read_id_record(path: Path, key: tuple) -> tuple[int, int] | None:
         return None
     if not isinstance(record, dict) or record.get("key") != list(key):
         return None
-    return int(record["low"]), int(record["high"])
+    try:
+        return int(record["low"]), int(record["high"])
+    except (KeyError, TypeError, ValueError):  # a damaged record: check again
+        return None
 
 
 def _write_id_record(path: Path, key: tuple, found: tuple[int, int]) -> None:
