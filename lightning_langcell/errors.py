@@ -25,3 +25,9 @@ class CheckpointError(LangCellInputError):
 
 class CorpusError(LangCellInputError):
     """A tokenized-cell corpus that is missing, incomplete or inconsistent."""
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """``str(value)`` cut to its first ``limit`` characters + "…" (a label in a message stays readable)."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

@@ -20,7 +20,11 @@ Digests are BLAKE3 (cryptographic, ~3x faster than sha256 here), so hashing a la
 costs a small fraction of tokenizing it.
 
 Opening reads the manifest and the arrays' ``.npy`` headers and compares file sizes, shapes and
-dtypes with it (milliseconds at any size); :meth:`CellCorpus.verify` re-hashes everything.
+dtypes with it, checks that the offsets rise and end at the token count (milliseconds at any
+size), and range-checks the token ids against the vocabulary once per corpus (the result is
+remembered by the tokens' digest and file stamp, in this process and under the cache root, so a
+re-open does not repeat it). ``verify_digests=True`` also re-hashes every file (BLAKE3, one pass
+over the corpus; see :mod:`lightning_langcell.data.corpus_verify` for the measured cost).
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ MANIFEST_KEYS = (
     "n_cells", "n_tokens", "vocab_size", "vocabulary_checksum", "tokenizer_settings",
     "sources", "columns", "files",
 )
+TOKEN_DTYPES = (np.dtype("<i2"), np.dtype("<i4"))
+ID_CHECK_BLOCK = 1 << 24  # token ids read at once by the range check (32-64 MiB)
+_CHECKED_IDS: dict[tuple, tuple[int, int]] = {}  # id-range checks done in this process
+
+
+def cache_root() -> Path:
+    """Library cache: ``$LANGCELL_CACHE`` or ``~/.cache/lightning_langcell``."""
+    return Path(os.environ.get("LANGCELL_CACHE") or Path.home() / ".cache" / "lightning_langcell")
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,9 @@ class CellCorpus:
     metadata column for all cells; ``corpus.obs`` all of them as a DataFrame (built once).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, verify_digests: bool = False, check_ids: bool = True):
+        """Open and check ``path`` (sizes, dtypes, offsets; ids once per corpus unless
+        ``check_ids=False``; every file's digest with ``verify_digests=True``)."""
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self._check_files()
@@ -122,6 +136,10 @@ class CellCorpus:
         self._check_token_arrays()
         self._columns = {spec["name"]: spec for spec in self.manifest["columns"]}
         self._cache: dict[str, Any] = {}
+        if verify_digests:
+            self.verify_digests()
+        if check_ids:
+            self.check_token_ids()
 
     # ------------------------------------------------------------------ checks
     def _fail(self, problem: str) -> CorpusError:
@@ -164,21 +182,74 @@ class CellCorpus:
 
     def _check_token_arrays(self) -> None:
         n_cells, n_tokens = self.manifest["n_cells"], self.manifest["n_tokens"]
+        if self.tokens.dtype not in TOKEN_DTYPES or self.offsets.dtype != np.dtype("<i8"):
+            raise self._fail(f"{TOKENS_FILE} must be int16 or int32 and {OFFSETS_FILE} int64; they are "
+                             f"{self.tokens.dtype} and {self.offsets.dtype}")
         if self.offsets.shape != (n_cells + 1,) or self.tokens.shape != (n_tokens,):
             raise self._fail(f"arrays do not hold {n_cells} cells / {n_tokens} tokens")
         if int(self.offsets[0]) != 0 or int(self.offsets[-1]) != n_tokens:
-            raise self._fail("offsets do not span tokens.npy")
+            raise self._fail(f"{OFFSETS_FILE} does not span {TOKENS_FILE} (0 to {n_tokens})")
+        falls = np.flatnonzero(np.diff(self.offsets) < 0)
+        if falls.size:
+            raise self._fail(f"{OFFSETS_FILE} decreases at {falls.size} cell(s) (first: cell {int(falls[0])})")
+
+    def digest_problems(self) -> list[str]:
+        """One line per file whose BLAKE3 digest differs from the manifest's (reads every byte)."""
+        return [
+            f"{self.path / name} does not match its {DIGEST} digest in the manifest"
+            for name, info in self.manifest["files"].items()
+            if file_digest(self.path / name, info.get("digest_offset", 0)) != info[DIGEST]
+        ]
+
+    def verify_digests(self) -> None:
+        """Re-hash every file and compare with the manifest (:class:`CorpusError` naming the file)."""
+        problems = self.digest_problems()
+        if problems:
+            raise self._fail("; ".join(problems))
+
+    def token_id_range(self) -> tuple[int, int]:
+        """(smallest, largest) token id (``(0, -1)`` for no token), read in blocks."""
+        low, high = 0, -1
+        for start in range(0, len(self.tokens), ID_CHECK_BLOCK):
+            block = self.tokens[start : start + ID_CHECK_BLOCK]
+            low = int(block.min()) if start == 0 else min(low, int(block.min()))
+            high = max(high, int(block.max()))
+        return low, high
+
+    def id_range_problem(self, low: int, high: int) -> str | None:
+        """What is wrong with ids in ``[low, high]`` for this corpus' vocabulary (None: nothing)."""
+        vocab_size = self.manifest["vocab_size"]
+        if high >= low and (low < 0 or high >= vocab_size):
+            return (f"{self.path / TOKENS_FILE} holds token ids in [{low}, {high}], outside the vocabulary "
+                    f"[0, {vocab_size})")
+        return None
+
+    def check_token_ids(self) -> None:
+        """Range-check the token ids once per corpus: the result is remembered by the tokens'
+        digest and file stamp (size, mtime) in this process and under :func:`cache_root`."""
+        key, record_path = self._id_check_key()
+        found = _CHECKED_IDS.get(key) or _read_id_record(record_path, key)
+        if found is None:
+            found = self.token_id_range()
+        problem = self.id_range_problem(*found)
+        if problem:
+            raise self._fail(problem)
+        if key not in _CHECKED_IDS:
+            _CHECKED_IDS[key] = found
+            _write_id_record(record_path, key, found)
+
+    def _id_check_key(self) -> tuple[tuple, Path]:
+        stat = (self.path / TOKENS_FILE).stat()
+        digest = self.manifest["files"][TOKENS_FILE][DIGEST]
+        key = (digest, self.manifest["vocab_size"], stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        return key, cache_root() / "checked_token_ids" / f"{digest}.json"
 
     def verify(self) -> None:
-        """Full check (reads everything): digest of every file, monotonic offsets, code ranges."""
-        for name, info in self.manifest["files"].items():
-            if file_digest(self.path / name, info.get("digest_offset", 0)) != info[DIGEST]:
-                raise self._fail(f"{name} does not match its {DIGEST} digest in the manifest")
-        if np.any(np.diff(self.offsets) < 0):
-            raise self._fail("offsets decrease")
-        vocab_size = self.manifest["vocab_size"]
-        if len(self.tokens) and (self.tokens.min() < 0 or self.tokens.max() >= vocab_size):
-            raise self._fail(f"token ids outside [0, {vocab_size})")
+        """Full check (reads everything): digest of every file, token id and code ranges."""
+        self.verify_digests()
+        problem = self.id_range_problem(*self.token_id_range())
+        if problem:
+            raise self._fail(problem)
         for name, spec in self._columns.items():
             if spec["kind"] == "categorical":
                 codes = self._array(spec, "codes")
@@ -319,4 +390,29 @@ class CellCorpus:
         return {"path": str(self.path)}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"])
+        self.__init__(state["path"])  # ids: checked once already (remembered); digests: by the opener
+
+
+def _read_id_record(path: Path, key: tuple) -> tuple[int, int] | None:
+    """A remembered id range, when its file stamp is the one of ``key`` (else None)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != list(key):
+        return None
+    try:
+        return int(record["low"]), int(record["high"])
+    except (KeyError, TypeError, ValueError):  # a damaged record: check again
+        return None
+
+
+def _write_id_record(path: Path, key: tuple, found: tuple[int, int]) -> None:
+    """Remember an id range across processes; a cache that cannot be written is skipped."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"key": list(key), "low": found[0], "high": found[1]}))
+        os.replace(tmp, path)
+    except OSError:
+        pass

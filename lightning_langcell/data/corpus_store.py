@@ -56,6 +56,10 @@ class NpyAppender:
         self._hasher.update(data)
         self.count += array.size
 
+    def discard(self) -> None:
+        """Close the file unfinished (the corpus is abandoned; its folder is removed by the caller)."""
+        self._file.close()
+
     def close(self) -> dict:
         """Finish the file; returns its manifest entry (bytes, digest of the data, dtype, shape)."""
         self._file.seek(0)
@@ -223,6 +227,12 @@ class CorpusArraysWriter:
         self.obs_name.add(names, n)
         for name, column in self.obs_columns.items():
             column.add(columns.get(name), n)
+
+    def discard(self) -> None:
+        """Close every open file without finishing it (writing failed; no handle is leaked)."""
+        columns = [self.source_file, self.source_index, self.obs_name, *self.obs_columns.values()]
+        for appender in [self.tokens, self.offsets, *(a for c in columns for a in c._appenders().values())]:
+            appender.discard()
 
     def finish(self, fields: dict) -> dict:
         """Close every array, write ``manifest.json`` (last) and return it."""

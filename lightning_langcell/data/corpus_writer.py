@@ -32,7 +32,7 @@ from lightning_langcell.data.corpus_store import (
     remove_stale_temporaries,
     writer_lock,
 )
-from lightning_langcell.errors import CorpusError, LangCellInputError
+from lightning_langcell.errors import CorpusError, LangCellInputError, shorten
 from lightning_langcell.io_utils import atomic_directory
 
 DEFAULT_OBS_COLUMNS = (
@@ -107,11 +107,29 @@ def corpus_cache_key(inputs: Any, tokenizer: Any, obs_columns: Sequence[str] | s
 
 
 # ------------------------------------------------------------------------ checks
+def _check_output_parent(target: Path) -> None:
+    """The nearest existing folder above ``target`` must be a writable directory."""
+    parent = Path(os.path.abspath(target)).parent
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CorpusError(
+            f"Cannot create output {target}: {parent} is not a directory.",
+            "Choose an output path inside a directory (e.g. --output ./corpus).",
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CorpusError(
+            f"Cannot create output {target}: directory {parent} is not writable by this user.",
+            "Choose an output path in a directory you can write to, or fix its permissions.",
+        )
+
+
 def _existing_output(target: Path, overwrite: bool, append: bool) -> tuple[CellCorpus | None, bool]:
     """(corpus to append to, whether the target is replaced). Refuses to clobber non-corpora."""
     if overwrite and append:
         raise LangCellInputError("overwrite and append were both requested.", "Choose one of them.")
     if not os.path.lexists(target):
+        _check_output_parent(target)
         return None, False
     if not target.is_dir():
         raise CorpusError(f"Output {target} exists and is not a directory.", "Choose another output path.")
@@ -123,7 +141,7 @@ def _existing_output(target: Path, overwrite: bool, append: bool) -> tuple[CellC
             "Choose another output path, or remove that directory yourself.",
         )
     if append:
-        return CellCorpus(target), True
+        return CellCorpus(target, check_ids=False), True  # every id is checked again on writing
     if not overwrite:
         raise CorpusError(
             f"Corpus {target} already exists.",
@@ -247,6 +265,14 @@ def _tokenize_source(writer: CorpusArraysWriter, tokenizer: Any, item: Any, scan
         )
         n_cells += len(lengths)
     report = getattr(tokenizer, "report", None)
+    if n_cells == 0 and scan["n_rows"]:
+        dropped = getattr(report, "cells_dropped_empty", 0)
+        raise LangCellInputError(
+            f"No cell of {shorten(scan['provenance'].get('path') or '<AnnData>')} is left to tokenize: "
+            f"{scan['n_rows']} cell(s), {dropped} without any vocabulary gene (dropped), the rest skipped by "
+            "obs['filter_pass'].",
+            "Check obs['filter_pass'], that X holds the counts (not an empty layer), and the gene identifiers.",
+        )
     writer.sources[code].update(
         n_cells=n_cells,
         n_skipped=scan["n_rows"] - n_cells,
@@ -261,11 +287,15 @@ def _write(target: Path, replace: bool, vocabulary: dict, columns: list[tuple[st
     try:
         with atomic_directory(target, overwrite=replace) as tmp, writer_lock(tmp):
             writer = CorpusArraysWriter(tmp, _token_dtype(vocabulary["vocab_size"]), columns, vocabulary["vocab_size"])
-            fill(writer)
+            try:
+                fill(writer)
+            except BaseException:
+                writer.discard()
+                raise
             writer.finish({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created": _now(), **vocabulary})
     except FileExistsError as error:
         raise CorpusError(f"{target} was created by someone else while writing.", "Run again.") from error
-    return CellCorpus(target)
+    return CellCorpus(target, check_ids=False)  # the writer checked every id
 
 
 def tokenize_to_corpus(
@@ -296,6 +326,11 @@ def tokenize_to_corpus(
         "tokenizer_settings": _semantic_settings(tokenizer.settings()),
     }
     scans = [input_obs_kinds(item, index, _file_digest) for index, item in enumerate(items)]
+    empty_inputs = [str(item if isinstance(item, str) else "<AnnData>") for item, scan in zip(items, scans)
+                    if scan["n_rows"] == 0]
+    if empty_inputs:
+        raise LangCellInputError(f"Input(s) with 0 cells: {shorten(empty_inputs)}.",
+                                 "Pass files that hold cells; check the filtering step that wrote them.")
     kinds = [scan["kinds"] for scan in scans]
     if existing is not None:
         _check_compatible([vocabulary], existing.manifest, f"Appending to {target}")
@@ -349,13 +384,19 @@ def tokenize_command(
     max_genes: int = 2048,
     chunk_size: int | None = None,
     assume_counts: bool = False,
-    keep_empty: bool = True,
+    keep_empty: bool = False,
+    min_gene_coverage: float = 0.1,
 ) -> dict:
-    """``python -m lightning_langcell tokenize FILES --output DIR``: tokenize, print and return a summary."""
+    """``python -m lightning_langcell tokenize FILES --output DIR``: tokenize, print and return a summary.
+
+    Cells without any vocabulary gene are dropped (and counted) unless ``keep_empty``;
+    inputs with fewer than ``min_gene_coverage`` of their genes in the vocabulary are refused.
+    """
     from lightning_langcell.tokenization import CellTokenizer
 
     started = time.perf_counter()
-    tokenizer = CellTokenizer(max_genes=max_genes, assume_counts=assume_counts, keep_empty=keep_empty)
+    tokenizer = CellTokenizer(max_genes=max_genes, assume_counts=assume_counts, keep_empty=keep_empty,
+                              min_gene_coverage=min_gene_coverage)
     corpus = tokenize_to_corpus(
         inputs, output, tokenizer, obs_columns=obs_columns, overwrite=overwrite, append=append, chunk_size=chunk_size
     )
@@ -365,9 +406,7 @@ def tokenize_command(
         "n_tokens": int(corpus.manifest["n_tokens"]),
         "columns": corpus.columns,
         "vocabulary_checksum": corpus.vocabulary_checksum,
-        "sources": [
-            {key: source[key] for key in ("path", "n_cells", "n_skipped")} for source in corpus.sources
-        ],
+        "sources": [_source_summary(source) for source in corpus.sources],
         "seconds": round(time.perf_counter() - started, 3),
     }
     print(
@@ -375,6 +414,22 @@ def tokenize_command(
         f"from {len(summary['sources'])} file(s) in {summary['seconds']:.1f} s"
     )
     for source in summary["sources"]:
-        print(f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped")
+        print(
+            f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped "
+            f"({source['n_empty_dropped']:,} without any vocabulary gene); "
+            f"{source['gene_coverage']:.1%} of its genes in the vocabulary"
+        )
     print(f"  metadata columns: {', '.join(summary['columns'])}")
     return summary
+
+
+def _source_summary(source: dict) -> dict:
+    """What the tokenize command reports of one input (from its manifest provenance)."""
+    report = source.get("report") or {}
+    return {
+        "path": source["path"],
+        "n_cells": source["n_cells"],
+        "n_skipped": source["n_skipped"],
+        "n_empty_dropped": int(report.get("cells_dropped_empty", 0)),
+        "gene_coverage": float(report.get("gene_coverage", float("nan"))),
+    }

@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.errors import LangCellInputError, shorten
 
 SPLIT_NAMES = ("train", "val", "test")
 # Order in which a class too small for every split hands out its few cells.
@@ -150,7 +150,7 @@ def stratified_split(
     for name, members in strata:
         if len(members) < len(active):
             if name != UNLABELED or labels is None:
-                small.append(f"{name} ({len(members)} cells)")
+                small.append(f"{shorten(name)} ({len(members)} cells)")
             if small_classes == "drop":
                 continue
             counts = np.zeros(3, dtype=np.int64)
@@ -278,7 +278,7 @@ def k_shot_indices(
     strata = [(name, members) for name, members in _strata(codes, classes) if name != UNLABELED]
     counts = {str(name): len(members) for name, members in strata}
     if min_cells is not None:
-        dropped = [f"{name} ({n} cells)" for name, n in counts.items() if n < min_cells]
+        dropped = [f"{shorten(name)} ({n} cells)" for name, n in counts.items() if n < min_cells]
         if dropped:
             warnings.warn(
                 f"Dropped {len(dropped)} class(es) with fewer than min_cells={min_cells} cells: {', '.join(dropped)}.",
@@ -286,7 +286,7 @@ def k_shot_indices(
                 stacklevel=2,
             )
         strata = [(name, members) for name, members in strata if len(members) >= min_cells]
-    too_small = [f"{name} ({len(members)} cells)" for name, members in strata if len(members) < k]
+    too_small = [f"{shorten(name)} ({len(members)} cells)" for name, members in strata if len(members) < k]
     if too_small:
         smallest = min(len(members) for _, members in strata)
         raise LangCellInputError(

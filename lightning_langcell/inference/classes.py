@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.errors import LangCellInputError, shorten
 from lightning_langcell.text import CellTextBuilder, Ontology, normalize_label, normalize_term_id
 from lightning_langcell.text.ontology import is_term_id
 
@@ -151,7 +151,8 @@ def candidate_classes(
             "(e.g. 'CL:0000236'), or pass allow_missing_definitions=True to score them as 'cell type: <class>; '.",
         )
     if missing:
-        warnings.warn(f"Classes without definition, scored as 'cell type: <class>; ': {missing}.", stacklevel=2)
+        warnings.warn(f"Classes without definition, scored as 'cell type: <class>; ': {[shorten(name) for name in missing]}.",
+                      stacklevel=2)
     _warn_identical_texts(names, texts)
     term_ids = [_term_id(key, ontology) for key in keys]
     return CandidateClasses(list(names), texts, term_ids)
@@ -163,6 +164,7 @@ def _warn_identical_texts(names: Sequence[str], texts: Sequence[str]) -> None:
         groups.setdefault(text, []).append(name)
     same = [group for group in groups.values() if len(group) > 1]
     if same:
+        same = [[shorten(name) for name in group] for group in same]
         warnings.warn(f"Classes with identical texts get identical scores (the first wins ties): {same}.",
                       stacklevel=3)
 

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.errors import LangCellInputError, shorten
 from lightning_langcell.text.ontology import (Ontology, OntologyTerm, is_term_id, normalize_label,
                                               normalize_term_id)
 
@@ -224,7 +224,7 @@ class CellTextBuilder:
         if not new:
             return
         self._warned.update(new)
-        shown = ", ".join(f"{aspect}: {label!r}" for aspect, label in new[:10])
+        shown = ", ".join(f"{aspect}: {shorten(label)!r}" for aspect, label in new[:10])
         more = f" and {len(new) - 10} more" if len(new) > 10 else ""
         warnings.warn(
             f"{len(new)} label(s) have no definition and are written as '<aspect>: <label>; ' "

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.errors import LangCellInputError, shorten
 
 try:  # anndata >= 0.11
     from anndata.io import read_elem
@@ -96,6 +96,15 @@ class CellSource:
         except LangCellInputError:
             self.close()
             raise
+        except UnicodeDecodeError as error:
+            where = _undecodable_element(self._file)
+            self.close()
+            raise LangCellInputError(
+                f"{path}: {where} holds a string that is not valid UTF-8 ({shorten(error.object)}: {error.reason} "
+                f"at byte {error.start}); .h5ad strings must be UTF-8.",
+                "Re-encode that column's strings as UTF-8 and save the file again, e.g. in Python "
+                "`raw.decode('latin-1')` for each value, then `adata.write_h5ad(path)`.",
+            ) from error
         except (OSError, KeyError, ValueError, TypeError) as error:
             self.close()
             raise LangCellInputError(f"{path} could not be read as .h5ad: truncated or corrupted ({error}).", fix) from error
@@ -183,3 +192,16 @@ class CellSource:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+
+def _undecodable_element(handle: h5py.File) -> str:
+    """Which obs/var column (or index) of an .h5ad holds a string that is not UTF-8."""
+    for frame in ("obs", "var"):
+        group = handle[frame]
+        index_name = group.attrs.get("_index", "_index")
+        for name in group:
+            try:
+                read_elem(group[name])
+            except UnicodeDecodeError:
+                return f"{frame} index" if name == index_name else f"{frame} column {shorten(name)!r}"
+    return "obs or var"

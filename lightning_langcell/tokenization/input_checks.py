@@ -4,11 +4,12 @@ that names the problem and the fix."""
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
 
-from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.errors import LangCellInputError, shorten
 from lightning_langcell.tokenization.gene_ids import (GeneMapping, clean_strings, detect_species, resolve_identifiers,
                                                       token_lookup)
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
@@ -16,6 +17,8 @@ from lightning_langcell.tokenization.vocabulary import GeneVocabulary
 CELL_BARCODE = re.compile(r"^(?:[A-Za-z0-9]+[_:.-])?[ACGTN]{8,}(?:[_:.-][A-Za-z0-9]+)?$")
 INTEGER_SAMPLE = 100_000
 NAME_SAMPLE = 2_000
+WARN_GENE_COVERAGE = 0.5  # below this fraction of a file's genes in the vocabulary: a warning
+MIN_GENE_COVERAGE = 0.1  # default floor: below it tokenizing is refused unless overridden
 
 
 def check_counts(data: np.ndarray, assume_counts: bool, where: str) -> None:
@@ -143,3 +146,38 @@ def check_n_counts_positive(n_counts: np.ndarray, lengths: np.ndarray, key: str,
             f"{int(bad.sum())} cell(s) of {where} have counts but obs[{key!r}] <= 0.",
             f"Set obs[{key!r}] to each cell's total counts over all genes, or drop it to use the row sums of X.",
         )
+
+
+def check_cells_present(n_cells: int, where: str) -> None:
+    """A file without cells would become an empty corpus that fails only later, in training."""
+    if n_cells == 0:
+        raise LangCellInputError(
+            f"{where} has 0 cells (X has no rows).",
+            "Pass a file with cells; check the filtering step that wrote it.",
+        )
+
+
+def check_gene_coverage(mapping: GeneMapping, min_coverage: float, where: str) -> float:
+    """Fraction of the file's genes that reach the vocabulary: a warning below 50 %, an error
+    below ``min_coverage`` (a fraction of the tokens would otherwise be lost in silence)."""
+    total = int(mapping.token_id.size)
+    coverage = mapping.n_tokenised / max(1, total)
+    if coverage >= WARN_GENE_COVERAGE:
+        return coverage
+    problem = (
+        f"Only {mapping.n_tokenised:,} of the {total:,} genes of {shorten(where)} ({coverage:.1%}) map to the gene "
+        f"vocabulary (ids read from {mapping.id_source}, species {mapping.species}; unmapped e.g. "
+        f"{shorten(list(mapping.unmapped_examples[:3]))}): the cells lose the expression of every other gene."
+    )
+    fix = (
+        "Check the gene identifiers: human Ensembl ids (var['ensembl_id'] or var_names like ENSG00000141510) "
+        "map best; gene symbols must be of the data's species (species='human' or 'mouse'); map genes of "
+        "other species to their human orthologs first"
+    )
+    if coverage < min_coverage:
+        raise LangCellInputError(
+            f"{problem} This is below min_gene_coverage={min_coverage:.0%}.",
+            f"{fix}; or lower min_gene_coverage (tokenize --min-gene-coverage) to tokenize it anyway.",
+        )
+    warnings.warn(f"{problem} {fix}.", UserWarning, stacklevel=4)
+    return coverage

@@ -20,6 +20,7 @@ import pandas as pd
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.tokenization.counts_chunks import CountsChunk, iter_counts_blocks, iter_raw_chunks, open_input
 from lightning_langcell.tokenization.gene_ids import SPECIES
+from lightning_langcell.tokenization.input_checks import MIN_GENE_COVERAGE, check_cells_present, check_gene_coverage
 from lightning_langcell.tokenization.rank_value import RankedCells, rank_value_encode, split_flat
 from lightning_langcell.tokenization.vocabulary import GeneVocabulary
 
@@ -41,6 +42,7 @@ class TokenizationReport:
     cells_dropped_empty: int = 0
     cells_truncated: int = 0
     genes_total: int = 0
+    gene_coverage: float = 0.0
     genes_mapped_by_ensembl: int = 0
     genes_mapped_by_symbol: int = 0
     genes_mapped_by_ortholog: int = 0
@@ -87,9 +89,12 @@ class CellTokenizer:
 
     ``gene_median`` / ``token_dictionary``: dict or JSON path (None: bundled). ``max_genes``:
     genes kept per cell (None: all). ``assume_counts``: accept non-integer values.
-    ``keep_empty``: keep cells without any vocabulary gene as empty token lists (else drop
-    them). ``chunk_size``: cells read per chunk (bounds memory). ``species``: "auto", "human"
-    or "mouse" (how gene symbols are read). ``n_counts_key``: obs column of library sizes.
+    ``keep_empty``: keep cells without any vocabulary gene as empty token lists (default:
+    drop them, counted in ``report.cells_dropped_empty``; an empty cell carries no information
+    to train on or to annotate). ``chunk_size``: cells read per chunk (bounds memory).
+    ``species``: "auto", "human" or "mouse" (how gene symbols are read). ``n_counts_key``: obs
+    column of library sizes. ``min_gene_coverage``: refuse a file when fewer than this fraction
+    of its genes map to the vocabulary (below 50 % a warning names the fraction).
     """
 
     def __init__(
@@ -98,10 +103,11 @@ class CellTokenizer:
         token_dictionary: Any = None,
         max_genes: int | None = 2048,
         assume_counts: bool = False,
-        keep_empty: bool = True,
+        keep_empty: bool = False,
         chunk_size: int = 4096,
         species: str = "auto",
         n_counts_key: str = "n_counts",
+        min_gene_coverage: float = MIN_GENE_COVERAGE,
     ):
         if max_genes is not None and (not isinstance(max_genes, (int, np.integer)) or max_genes < 1):
             raise LangCellInputError(f"max_genes must be a positive integer or None, got {max_genes!r}.", "Use e.g. max_genes=2048.")
@@ -115,6 +121,10 @@ class CellTokenizer:
         self.chunk_size = int(chunk_size)
         self.species = species
         self.n_counts_key = n_counts_key
+        if not 0.0 <= float(min_gene_coverage) <= 1.0:
+            raise LangCellInputError(f"min_gene_coverage must be in [0, 1], got {min_gene_coverage!r}.",
+                                     f"Use e.g. min_gene_coverage={MIN_GENE_COVERAGE}.")
+        self.min_gene_coverage = float(min_gene_coverage)  # refuses inputs, never changes tokens
         self.report = TokenizationReport()
 
     def settings(self) -> dict:
@@ -152,7 +162,10 @@ class CellTokenizer:
         chunk_size = self.chunk_size if chunk_size is None else _check_chunk_size(chunk_size)
         opened = open_input(adata_or_path, self.vocabulary, self.species, self.n_counts_key)
         with opened.source:
+            check_cells_present(opened.source.shape[0], opened.name)
+            coverage = check_gene_coverage(opened.mapping, self.min_gene_coverage, opened.name)
             report = self._start_report(opened)
+            report.gene_coverage = round(coverage, 4)
             for raw in iter_raw_chunks(opened, chunk_size, self.assume_counts):
                 yield self._tokenize_chunk(opened, raw, with_values, report)
                 del raw  # free this chunk before the next one is read

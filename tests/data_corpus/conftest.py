@@ -35,7 +35,7 @@ def pbmc_files(tmp_path_factory) -> tuple[str, str]:
 def tokenizer():
     from lightning_langcell.tokenization import CellTokenizer
 
-    return CellTokenizer()
+    return CellTokenizer(keep_empty=True)  # file B's empty cell stays: its storage is tested
 
 
 class _Vocabulary:

@@ -102,7 +102,7 @@ def test_cache_key(pbmc_files, tokenizer, stand_in, tmp_path):
 
 def test_tokenize_command(pbmc_files, corpora, tmp_path, capsys):
     whole = corpora[0]
-    summary = tokenize_command(list(pbmc_files), str(tmp_path / "cli"), chunk_size=5)
+    summary = tokenize_command(list(pbmc_files), str(tmp_path / "cli"), chunk_size=5, keep_empty=True)
     printed = capsys.readouterr().out
     assert summary["n_cells"] == 49 and summary["n_tokens"] == int(whole.lengths.sum())
     assert [s["n_skipped"] for s in summary["sources"]] == [1, 0]

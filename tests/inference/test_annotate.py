@@ -41,7 +41,7 @@ def test_output_contents(annotated, pbmc_h5ad):
     probs = result.obsm["langcell_probabilities"]
     assert probs.shape == (50, 8) and probs.dtype == np.float32
     scored = ~np.isnan(probs).any(axis=1)
-    assert scored.tolist() == [i != 3 for i in range(50)]  # cell 3 has filter_pass 0
+    assert scored.tolist() == [i not in (3, 29) for i in range(50)]  # 3: filter_pass 0; 29: no gene, no label
     np.testing.assert_allclose(probs[scored].sum(axis=1), 1.0, atol=1e-5)
     prediction = result.obs["langcell_prediction"]
     assert list(prediction.cat.categories) == classes and prediction.isna().tolist() == (~scored).tolist()
@@ -51,11 +51,11 @@ def test_output_contents(annotated, pbmc_h5ad):
     assert embedding.shape == (50, 256)
     np.testing.assert_allclose(np.linalg.norm(embedding[scored], axis=1), 1.0, atol=1e-5)
     info = result.uns["langcell"]
-    assert info["alpha"] == 0.1 and info["n_cells_scored"] == 49 and info["n_cells_not_scored"] == 1
+    assert info["alpha"] == 0.1 and info["n_cells_scored"] == 48 and info["n_cells_not_scored"] == 2
     truth = result.obs["cell_type"].astype(str).to_numpy()
     accuracy = np.mean(prediction[scored].astype(str).to_numpy() == truth[scored])
     assert info["metrics"]["accuracy"] == pytest.approx(accuracy)
-    assert info["metrics"]["n_evaluated"] == 49
+    assert info["metrics"]["n_evaluated"] == 48
     written = anndata.read_h5ad(output)
     np.testing.assert_array_equal(written.obsm["langcell_probabilities"], probs)
     assert (written.X != source.X).nnz == 0 and list(written.obs_names) == list(source.obs_names)
@@ -64,10 +64,10 @@ def test_output_contents(annotated, pbmc_h5ad):
 
 def test_values_equal_the_official_per_class_computation(annotated, pbmc_h5ad, tiny_checkpoint):
     result, _ = annotated
-    cells = [0, 1, 29, 49]  # 29 has no expressed gene: scored from <cls> alone
+    cells = [0, 1, 28, 49]
     model = load_official(tiny_checkpoint)
-    tokens = CellTokenizer(max_genes=2047).tokenize(pbmc_h5ad)  # cell 3 skipped: rows shift by one after it
-    input_ids, mask = pad_token_lists([tokens[c - (c > 3)] for c in cells], CLS_ID, 2048)
+    tokens = CellTokenizer(max_genes=2047).tokenize(pbmc_h5ad)  # cells 3 (filter_pass 0) and 29 (empty) skipped
+    input_ids, mask = pad_token_lists([tokens[c - (c > 3) - (c > 29)] for c in cells], CLS_ID, 2048)
     texts = candidate_classes(obs=anndata.read_h5ad(pbmc_h5ad).obs).texts
     encoded = tokenize_texts(texts, load_text_tokenizer(tiny_checkpoint / "tokenizer"))
     with torch.no_grad():

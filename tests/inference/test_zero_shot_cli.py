@@ -29,7 +29,7 @@ def test_cli_predict_writes_the_annotated_h5ad(pbmc_h5ad, tiny_checkpoint, repo_
     assert (written.obs["langcell_prediction"].astype(str) == expected.obs["langcell_prediction"].astype(str)).all()
     metrics = written.uns["langcell"]["metrics"]
     assert metrics["accuracy"] == pytest.approx(expected.uns["langcell"]["metrics"]["accuracy"])
-    assert written.uns["langcell"]["n_cells_scored"] == 49
+    assert written.uns["langcell"]["n_cells_scored"] == 48  # cell 3: filter_pass 0; cell 29: no gene
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

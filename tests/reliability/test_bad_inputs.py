@@ -224,6 +224,39 @@ def corpus_with_tampered_array(tmp):
     return _setup(tmp, corpus)
 
 
+@case(CorpusError, "tokens.npy does not match its blake3 digest", "Re-create it from its input files")
+def corpus_with_a_flipped_byte(tmp):
+    corpus = _corpus(tmp)
+    with open(corpus / "tokens.npy", "r+b") as handle:  # same size: only the digest sees it
+        handle.seek(200)
+        byte = handle.read(1)[0]
+        handle.seek(200)
+        handle.write(bytes([byte ^ 0x01]))
+    return _setup(tmp, corpus)
+
+
+@case(LangCellInputError, "Input(s) with 0 cells", "Pass files that hold cells")
+def file_with_zero_cells(tmp):
+    return _tokenize(_write(tmp, _cells()[:0].copy()), tmp)
+
+
+@case(LangCellInputError, "below min_gene_coverage=10%", "human orthologs")
+def genes_mostly_outside_the_vocabulary(tmp):
+    adata = _cells()
+    ids = adata.var["ensembl_id"].astype(str).to_numpy().copy()
+    ids[: int(0.95 * len(ids))] = [f"NOT_A_GENE_{i}" for i in range(int(0.95 * len(ids)))]
+    adata.var["ensembl_id"] = ids
+    adata.var_names = ids
+    return _tokenize(_write(tmp, adata), tmp)
+
+
+@case(CorpusError, "/dev/null is not a directory", "Choose an output path inside a directory")
+def output_below_a_file(tmp):
+    from lightning_langcell.data import tokenize_to_corpus
+
+    return lambda: tokenize_to_corpus(CELLS, "/dev/null/corpus")
+
+
 @case(LangCellInputError, "Data file(s) not found", "corpus directory")
 def data_file_missing(tmp):
     return _setup(tmp, tmp / "cells.h5ad")

@@ -56,10 +56,10 @@ def test_filter_pass_skips_zeros_and_missing_column_means_all(genes):
 
 def test_empty_cells_kept_or_dropped(genes):
     x = np.array([[3, 0, 1, 2, 0, 5], [0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-    tokenizer = CellTokenizer()
+    tokenizer = CellTokenizer(keep_empty=True)
     kept = tokenizer.tokenize(_adata(genes, x))
     assert [len(t) for t in kept] == [4, 0, 6] and tokenizer.report.cells_empty == 1
-    dropper = CellTokenizer(keep_empty=False)
+    dropper = CellTokenizer()  # empty cells are dropped by default
     chunk = next(dropper.iter_chunks(_adata(genes, x)))
     assert [len(t) for t in chunk.tokens] == [4, 6] and chunk.rows.tolist() == [0, 2]
     assert chunk.lengths.tolist() == [4, 6] and dropper.report.cells_dropped_empty == 1

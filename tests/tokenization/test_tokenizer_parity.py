@@ -21,7 +21,7 @@ def _tokenize(tokenizer: CellTokenizer, item, **kwargs):
 @pytest.mark.parametrize("name", FIXTURE_FILES)
 def test_tokens_match_official_modulo_ties(official_dir, official_expected, name):
     expected = official_expected[name]
-    tokenizer = CellTokenizer()
+    tokenizer = CellTokenizer(keep_empty=True)  # the official code keeps empty cells
     tokens, cell_ids, _ = _tokenize(tokenizer, official_dir / f"{name}.h5ad")
     assert cell_ids == expected["cell_ids"]
     assert [len(t) for t in tokens] == expected["length"]
@@ -38,7 +38,7 @@ def test_tokens_match_official_modulo_ties(official_dir, official_expected, name
 def test_full_ranking_and_values_match_official(official_dir, official_expected, name):
     """Untruncated ranking and float64 normalised values (rtol 1e-12; they are in fact exact)."""
     expected = official_expected[name]
-    tokens, _, values = _tokenize(CellTokenizer(max_genes=None), official_dir / f"{name}.h5ad", with_values=True)
+    tokens, _, values = _tokenize(CellTokenizer(max_genes=None, keep_empty=True), official_dir / f"{name}.h5ad", with_values=True)
     assert [len(t) for t in tokens] == expected["full_length"]
     long_cells = expected["full_input_ids_when_longer_than_2048"]
     for cell_id, got, want_values, got_values in zip(expected["cell_ids"], tokens, expected["normalized_values"], values):
@@ -50,7 +50,7 @@ def test_full_ranking_and_values_match_official(official_dir, official_expected,
 
 def test_fixture_edge_cases(official_dir, official_expected):
     expected = official_expected["synthetic_nb_40cells"]
-    tokenizer = CellTokenizer()
+    tokenizer = CellTokenizer(keep_empty=True)  # the official code keeps empty cells
     tokens, cell_ids, _ = _tokenize(tokenizer, official_dir / "synthetic_nb_40cells.h5ad")
     by_id = dict(zip(cell_ids, tokens))
     assert "syn_07" not in by_id and expected["skipped_cell_ids_filter_pass_not_1"] == ["syn_07"]
@@ -64,7 +64,7 @@ def test_fixture_edge_cases(official_dir, official_expected):
 
 def test_ties_are_ordered_by_token_id(official_dir, official_expected):
     """418 exact tie groups: ours puts the lower token id first, in every group."""
-    tokens, _, values = _tokenize(CellTokenizer(max_genes=None), official_dir / "synthetic_nb_40cells.h5ad", with_values=True)
+    tokens, _, values = _tokenize(CellTokenizer(max_genes=None, keep_empty=True), official_dir / "synthetic_nb_40cells.h5ad", with_values=True)
     groups = 0
     for got, got_values in zip(tokens, values):
         tied = np.flatnonzero(got_values[1:] == got_values[:-1])
@@ -76,7 +76,7 @@ def test_ties_are_ordered_by_token_id(official_dir, official_expected):
 def test_gene_order_of_the_file_does_not_change_tokens(official_dir):
     adata = anndata.read_h5ad(official_dir / "synthetic_nb_40cells.h5ad")
     permuted = adata[:, np.random.default_rng(0).permutation(adata.n_vars)].copy()
-    tokenizer = CellTokenizer()
+    tokenizer = CellTokenizer(keep_empty=True)  # the official code keeps empty cells
     for a, b in zip(tokenizer.tokenize(adata), tokenizer.tokenize(permuted)):
         assert np.array_equal(a, b)
 
@@ -94,7 +94,7 @@ def test_chunked_equals_unchunked(official_dir, chunk_size):
 
 def test_backed_in_memory_and_matrix_formats_agree(official_dir):
     path = official_dir / "synthetic_nb_40cells.h5ad"
-    tokenizer = CellTokenizer(chunk_size=7)
+    tokenizer = CellTokenizer(chunk_size=7, keep_empty=True)
     reference = tokenizer.tokenize(path)
     in_memory = anndata.read_h5ad(path)
     backed = anndata.read_h5ad(path, backed="r")
