@@ -189,19 +189,17 @@ def _lightning_cli(argv: Sequence[str]):
 
 # ------------------------------------------------------------------ errors
 def library_error(error: BaseException):
-    """The :class:`LangCellError` that ``error`` is or was raised from (jsonargparse wraps errors
-    raised while it instantiates classes), else None."""
+    """The :class:`LangCellError` that ``error`` is or was raised from (``raise ... from``, as
+    jsonargparse does when instantiating a class fails), else None. An error raised while handling
+    another (a bug in the handling) is not attributed to the one handled."""
     from lightning_langcell.errors import LangCellError
 
-    pending, seen = [error], set()
-    while pending:
-        current = pending.pop(0)
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, LangCellError):
-            return current
-        pending += [current.__cause__, current.__context__]
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, LangCellError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
     return None
 
 

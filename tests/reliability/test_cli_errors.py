@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_langcell.cli import format_error, library_error, main
+from lightning_langcell.cli import main
 from lightning_langcell.errors import CheckpointError, LangCellInputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +128,8 @@ def test_debug_shows_the_traceback(switch, in_tmp, monkeypatch, capsys):
 
 
 def test_debug_shows_the_wrapped_traceback_of_a_lightning_command(in_tmp, capsys):
+    from lightning_langcell.cli import library_error
+
     build, _, _ = CASES["fit"]
     with pytest.raises(Exception) as caught:
         main([*build(in_tmp, None), "--debug"])
@@ -143,16 +145,24 @@ def test_a_bug_keeps_its_traceback(in_tmp, monkeypatch):
         main(["pretrained"])
 
 
-def test_library_error_is_found_through_causes_and_contexts():
+def test_library_error_is_found_through_causes_not_contexts():
+    from lightning_langcell.cli import format_error, library_error
+
     inner = CheckpointError("No checkpoint at x.", "Check the path.")
     try:
+        raise ValueError("Does not validate against any of the Union subtypes") from inner
+    except ValueError as wrapped:
+        assert library_error(RuntimeError("unrelated")) is None
+        chained = RuntimeError("wrapped again")
+        chained.__cause__ = wrapped
+        assert library_error(chained) is inner
+    try:
         try:
-            raise ValueError("Does not validate against any of the Union subtypes") from inner
-        except ValueError:
-            raise RuntimeError("while handling")  # noqa: B904 (context, not cause)
-    except RuntimeError as outer:
-        assert library_error(outer) is inner
-    assert library_error(ValueError("plain")) is None
+            raise inner
+        except CheckpointError:
+            raise KeyError("a bug while handling it")  # noqa: B904 (a context, not a cause)
+    except KeyError as bug:
+        assert library_error(bug) is None
     assert format_error(inner).splitlines()[:2] == ["error: No checkpoint at x.", "fix: Check the path."]
     assert format_error(LangCellInputError("Only a problem.")).splitlines()[0] == "error: Only a problem."
 
