@@ -121,7 +121,8 @@ def check_destination(target: Path, source: Path, overwrite: bool) -> bool:
     if not os.path.lexists(target):
         return False
     if target.is_symlink() or not target.is_dir():
-        raise CheckpointError(f"The destination {target} exists and is not a folder; it is never overwritten.",
+        raise CheckpointError(f"The destination {target} exists and is a file or a link, not a folder; "
+                              "it is never overwritten.",
                               "Choose another destination.")
     if not any(target.iterdir()):
         return True

@@ -71,7 +71,8 @@ def test_overwrite_replaces_a_folder_convert_wrote(official_dir, tmp_path, to, o
         convert_command(str(official_dir), str(target), to=to)
     assert main(["convert", str(official_dir), str(target), "--to", to, "--overwrite"]) == {
         "written": str(target), "format": to}
-    assert (target / "config.json").is_file() == (to == "ours") and (target / "cell_bert").is_dir() == (to == "official")
+    assert (target / "config.json").is_file() == (to == "ours")
+    assert (target / "cell_bert").is_dir() == (to == "official")
     same_outputs(outputs_of(load_model(official_dir)), outputs_of(load_model(target)))
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
@@ -116,4 +117,18 @@ def test_a_failed_conversion_leaves_the_old_folder_and_no_temporary_folder(offic
     monkeypatch.setattr("lightning_langcell.hub.pretrained.write_gene_vocabulary", fail)
     with pytest.raises(OSError, match="disk full"):
         convert_command(str(official_dir), str(ours), overwrite=True)
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_a_file_or_a_link_is_refused(official_dir, ours, tmp_path, capsys, kind):
+    target = tmp_path / "dst"
+    if kind == "file":
+        target.write_text("mine\n")
+    else:
+        target.symlink_to(ours, target_is_directory=True)
+    before = _tree(tmp_path)
+    lines = _refused(capsys, [str(official_dir), str(target), "--overwrite"])
+    assert lines[0] == (f"error: The destination {target} exists and is a file or a link, not a folder; "
+                        "it is never overwritten.")
     assert _tree(tmp_path) == before
