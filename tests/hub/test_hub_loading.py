@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertModel
 
 from lightning_langcell.errors import CheckpointError
-from lightning_langcell.hub.convert import convert_main
+from lightning_langcell.cli import main
 from lightning_langcell.hub.loading import (
     detect_layout,
     load_model,
@@ -161,21 +161,26 @@ def test_official_corrupted_safetensors_is_refused(official_copy):
 
 
 # -- the convert command ---------------------------------------------------------------------------
-def test_convert_cli_round_trip(official_dir, tmp_path, outputs_of, same_outputs):
-    result = convert_main([str(official_dir), str(tmp_path / "ours")])
+def test_convert_cli_round_trip(official_dir, tmp_path, outputs_of, same_outputs, capsys):
+    result = main(["convert", str(official_dir), str(tmp_path / "ours")])
     assert result == {"written": str(tmp_path / "ours"), "format": "ours"}
-    convert_main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official"])
-    with pytest.raises(CheckpointError, match="exists.*--overwrite"):
-        convert_main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official"])
-    convert_main([str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official", "--overwrite"])
+    main(["convert", str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        main(["convert", str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.splitlines()[:2] == [f"error: {tmp_path / 'back'} exists.",
+                                                         "fix: Choose a new folder or pass --overwrite."]
+    main(["convert", str(tmp_path / "ours"), str(tmp_path / "back"), "--to", "official", "--overwrite"])
     same_outputs(outputs_of(load_model(official_dir)), outputs_of(load_model(tmp_path / "back")))
-    with pytest.raises(SystemExit):
-        convert_main([str(official_dir), str(tmp_path / "x"), "--to", "onnx"])
+    with pytest.raises(SystemExit) as unknown:
+        main(["convert", str(official_dir), str(tmp_path / "x"), "--to", "onnx"])
+    assert unknown.value.code == 2 and "onnx" in capsys.readouterr().err
 
 
 def test_convert_geneformer_with_a_text_source(geneformer_dir, official_dir, tmp_path):
-    convert_main([str(geneformer_dir), str(tmp_path / "ours"), "--text-source", str(official_dir),
-                  "--text-tokenizer", str(official_dir / "tokenizer")])
+    main(["convert", str(geneformer_dir), str(tmp_path / "ours"), "--text-source", str(official_dir),
+          "--text-tokenizer", str(official_dir / "tokenizer")])
     model = load_model(tmp_path / "ours")
     assert model.config.text.vocab_size == 1575 and model.config.cell["vocab_size"] == 25427
     assert len(load_text_tokenizer_for(tmp_path / "ours")) == 1573

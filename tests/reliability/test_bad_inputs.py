@@ -107,7 +107,7 @@ def log_normalised_x(tmp):
     return _tokenize(_with_x(tmp, np.log1p), tmp)
 
 
-@case(LangCellInputError, "does not look like raw counts", "assume_counts")
+@case(SystemExit, "does not look like raw counts", "fix: Tokenize raw integer counts")
 def normalised_x_through_the_cli(tmp):
     from lightning_langcell.cli import main
 
@@ -332,7 +332,7 @@ def ckpt_that_is_not_a_checkpoint(tmp):
     return _load(tmp / "last.ckpt")
 
 
-@case(CheckpointError, "not a checkpoint folder this library knows", "Expected one of")
+@case(SystemExit, "not a checkpoint folder this library knows", "fix: Expected one of")
 def convert_of_a_wrong_folder_through_the_cli(tmp):
     from lightning_langcell.cli import main
 
