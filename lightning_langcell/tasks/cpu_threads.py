@@ -1,0 +1,69 @@
+"""``CpuThreads``: a callback that sizes torch's CPU thread pool for one run, then restores it.
+
+PyTorch starts one intra-op thread per core. When other processes already keep some of those
+cores busy, the extra threads wait for each other inside every parallel region and the run's
+CPU time grows instead of its speed. With ``num_threads="auto"`` the callback counts the cores
+left free by other work (usable cores minus the 1-minute load average, at the start of the run)
+and uses that many threads (at least one). It is opt-in (a recipe lists it) and puts the
+previous setting back when the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+from lightning.pytorch import Callback
+
+from lightning_langcell.errors import LangCellInputError
+
+log = logging.getLogger(__name__)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def free_cores(load_average: float | None = None) -> int:
+    """Usable cores not already kept busy by other processes (1-minute load average), ≥ 1."""
+    if load_average is None:
+        try:
+            load_average = os.getloadavg()[0]
+        except OSError:  # no load average on this platform
+            load_average = 0.0
+    return max(1, min(usable_cores(), round(usable_cores() - load_average)))
+
+
+class CpuThreads(Callback):
+    """Use ``num_threads`` torch CPU threads during fit / validate / test / predict.
+
+    Args:
+        num_threads: a positive count, or ``"auto"`` for the cores left free by other work.
+    """
+
+    def __init__(self, num_threads: int | str = "auto"):
+        if num_threads != "auto" and not (isinstance(num_threads, int) and num_threads > 0):
+            raise LangCellInputError(
+                f"CpuThreads(num_threads={num_threads!r}) is neither a positive count nor 'auto'.",
+                "Give a number of threads such as 2, or 'auto'.",
+            )
+        self.num_threads = num_threads
+        self._previous: int | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.strategy.root_device.type != "cpu" or self._previous is not None:
+            return
+        wanted = free_cores() if self.num_threads == "auto" else self.num_threads
+        self._previous = torch.get_num_threads()
+        torch.set_num_threads(wanted)
+        log.info("CpuThreads: %d torch threads for this run (was %d)", wanted, self._previous)
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self._previous is not None:
+            torch.set_num_threads(self._previous)
+            self._previous = None
