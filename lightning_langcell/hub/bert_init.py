@@ -71,3 +71,14 @@ def text_encoder_from_bert(
     """A ``TextEncoder`` shaped like and initialised from the BERT in ``directory``, plus its report."""
     encoder = TextEncoder(text_config_from_bert(directory, encoder_width, vocab_size))
     return encoder, load_bert_into_text_encoder(encoder, directory)
+
+
+def hf_bert_config(path: Path) -> dict | None:
+    """The ``config.json`` of the HF BERT folder ``path`` (``model_type`` bert or a ``Bert*``
+    architecture); None when ``path`` is no such folder."""
+    config_path = path / "config.json"
+    if not path.is_dir() or not config_path.is_file():
+        return None
+    config = read_json(config_path)
+    architectures = " ".join(config.get("architectures") or [])
+    return config if config.get("model_type") == "bert" or "Bert" in architectures else None

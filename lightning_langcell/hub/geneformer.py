@@ -18,7 +18,8 @@ from typing import Any, Callable
 import torch
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
-from lightning_langcell.hub.bert_init import load_bert_into_text_encoder, text_config_from_bert
+from lightning_langcell.hub.bert_init import hf_bert_config, load_bert_into_text_encoder, text_config_from_bert
+from lightning_langcell.hub.formats import CheckpointFormat
 from lightning_langcell.hub.official import GENEFORMER_GENES, _bert_config, _cell_vocab, _read_bert
 from lightning_langcell.hub.state_dicts import LoadReport, StateDict, load_matching
 from lightning_langcell.models.config import PRESETS, LangCellConfig, TextEncoderConfig, cell_bert_dict
@@ -161,3 +162,29 @@ def _text_side(
         return report
 
     return donor.config.text, copy_donor, donor.config.embed_dim
+
+
+def is_geneformer_dir(path: Path) -> bool:
+    """True for an HF BERT folder with a Geneformer token dictionary size (V1, or V2 to refuse it clearly)."""
+    config = hf_bert_config(path)
+    return config is not None and (config.get("vocab_size") in GENEFORMER_V1_ROWS
+                                   or config.get("vocab_size") == GENEFORMER_V2_ROWS)
+
+
+def _no_text_tokenizer(path: Path):
+    raise CheckpointError(f"{path} is a cell encoder only and holds no text tokenizer.",
+                          "Pass the tokenizer of the text encoder you pair it with (e.g. registry 'biomedbert').")
+
+
+def _load(path: Path, attn_implementation: str | None = None, text_source=None, text_tokenizer=None):
+    return load_geneformer(path, text_source, text_tokenizer, attn_implementation=attn_implementation or "sdpa")
+
+
+GENEFORMER_FORMAT = CheckpointFormat(
+    name="geneformer",
+    description="a Geneformer 30M folder (config.json + pytorch_model.bin/model.safetensors)",
+    detect=is_geneformer_dir,
+    load=_load,
+    text_tokenizer=_no_text_tokenizer,
+    load_options=("text_source", "text_tokenizer"),
+)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
+from lightning_langcell.hub.formats import CheckpointFormat
 from lightning_langcell.hub.registry import sha256_file
 from lightning_langcell.hub.state_dicts import LoadReport, load_matching, read_json, read_tensor_file, save_tensor_file
 from lightning_langcell.io_utils import atomic_directory
@@ -301,3 +302,18 @@ def load_pretrained(directory: str | os.PathLike, attn_implementation: str | Non
     report = load_matching(model, read_tensor_file(weights), weights)
     logger.info("Loaded LangCell checkpoint %s:\n%s", root, report)
     return PretrainedBundle(model.eval(), vocabulary, tokenizer, info, report)
+
+
+def _load_ours(path: Path, attn_implementation: str | None = None) -> tuple[LangCellModel, LoadReport]:
+    bundle = load_pretrained(path, attn_implementation)
+    return bundle.model, bundle.report
+
+
+OURS_FORMAT = CheckpointFormat(
+    name="ours",
+    description="our format (config.json naming lightning_langcell + model.safetensors)",
+    detect=is_pretrained_dir,
+    load=_load_ours,
+    text_tokenizer=lambda path: read_pretrained_parts(path)[3],
+    gene_vocabulary=lambda path: read_pretrained_parts(path)[2],
+)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lightning_langcell.errors import CheckpointError
+from lightning_langcell.hub.formats import registered_formats
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "resources" / "registry.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOME_ENV = "LANGCELL_HOME"
 REGISTRY_ENV = "LANGCELL_REGISTRY"
 KINDS = ("langcell", "cell_encoder", "text_encoder")
-LAYOUTS = ("ours", "official", "geneformer", "hf_bert")
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,10 @@ class PretrainedEntry:
         absent = [key for key in ("kind", "layout", "purpose", "source", "licence", "files") if key not in data]
         if absent:
             raise CheckpointError(f"Registry entry {name!r} in {origin} lacks {absent}.", fix)
-        if data["kind"] not in KINDS or data["layout"] not in LAYOUTS:
+        layouts = tuple(handler.name for handler in registered_formats())
+        if data["kind"] not in KINDS or data["layout"] not in layouts:
             raise CheckpointError(f"Registry entry {name!r} has kind {data['kind']!r} / layout {data['layout']!r}.",
-                                  f"Use a kind of {KINDS} and a layout of {LAYOUTS}. {fix}")
+                                  f"Use a kind of {KINDS} and a layout of {layouts} (a registered format). {fix}")
         files = data["files"]
         if not isinstance(files, dict) or not files:
             raise CheckpointError(f"Registry entry {name!r} lists no files.", fix)

@@ -104,7 +104,7 @@ def test_geneformer_v2_dictionary_is_refused(geneformer_dir, tmp_path):
 
 
 def test_text_arguments_only_apply_to_geneformer(official_dir, tiny_bert_dir):
-    with pytest.raises(CheckpointError, match="only apply to Geneformer folders"):
+    with pytest.raises(CheckpointError, match="apply only to checkpoints in format 'geneformer'"):
         load_model(official_dir, text_source=tiny_bert_dir)
 
 
