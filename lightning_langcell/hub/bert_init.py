@@ -14,13 +14,19 @@ from pathlib import Path
 import torch
 
 from lightning_langcell.errors import CheckpointError
-from lightning_langcell.hub.state_dicts import LoadReport, load_matching, read_json, read_weights_dir, strip_prefix
+from lightning_langcell.hub.state_dicts import (
+    WORD_EMBEDDINGS,
+    LoadReport,
+    load_matching,
+    read_json,
+    read_weights_dir,
+    strip_prefix,
+)
 from lightning_langcell.models.config import TextEncoderConfig
 from lightning_langcell.models.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 

@@ -22,7 +22,7 @@ from lightning_langcell.hub.bert_init import hf_bert_config, load_bert_into_text
 from lightning_langcell.hub.formats import CheckpointFormat
 from lightning_langcell.hub.official import GENEFORMER_GENES, _bert_config, _cell_vocab, _read_bert
 from lightning_langcell.hub.state_dicts import LoadReport, StateDict, load_matching
-from lightning_langcell.models.config import PRESETS, LangCellConfig, TextEncoderConfig, cell_bert_dict
+from lightning_langcell.models.config import PRESETS, CellEncoderConfig, LangCellConfig, TextEncoderConfig
 from lightning_langcell.models.langcell import LangCellModel
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def load_geneformer(
         raise CheckpointError(f"embed_dim {embed_dim} differs from the text source's {source_embed_dim}.",
                               "Leave embed_dim unset to use the text source's.")
     try:
-        config = LangCellConfig(cell=cell_bert_dict(cell_config), text=text,
+        config = LangCellConfig(cell=CellEncoderConfig.from_dict(cell_config), text=text,
                                 embed_dim=embed_dim or source_embed_dim or 256, attn_implementation=attn_implementation)
     except LangCellInputError as error:
         raise CheckpointError(f"{root} cannot start a LangCell model: {error.problem}", error.fix) from error
@@ -95,7 +95,7 @@ def load_geneformer(
 
 def _load_mlm_head(model: LangCellModel, mlm: StateDict, path: Path) -> LoadReport:
     """Geneformer's MLM head into ``mgm_head``; the ``<cls>`` output row starts as the mean row."""
-    rows = model.config.cell["vocab_size"]
+    rows = model.config.cell.vocab_size
     head: StateDict = {}
     for key, tensor in mlm.items():
         if key == "decoder.bias" or (key == "decoder.weight" and model.mgm_head.decoder is None):

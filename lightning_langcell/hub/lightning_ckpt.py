@@ -17,8 +17,8 @@ from typing import Any
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
 from lightning_langcell.hub.formats import CheckpointFormat
-from lightning_langcell.hub.state_dicts import LoadReport, load_matching, torch_load
-from lightning_langcell.models.config import LangCellConfig, cell_bert_dict
+from lightning_langcell.hub.state_dicts import WORD_EMBEDDINGS, LoadReport, load_matching, torch_load
+from lightning_langcell.models.config import CellEncoderConfig, LangCellConfig
 from lightning_langcell.models.langcell import LangCellModel
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ LIGHTNING_SUFFIXES = (".ckpt", ".pt", ".pth")
 CKPT_CONFIG_KEY = "langcell_config"
 CKPT_FORMAT_KEY = "langcell_format_version"
 MODEL_PREFIX = "model."
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -88,7 +87,7 @@ def _config_from_hyper_parameters(hparams: dict[str, Any], state: dict, path: Pa
             )
         from lightning_langcell.hub.bert_init import text_config_from_bert
 
-        width = int(cell_bert_dict(data["cell"])["hidden_size"])
+        width = CellEncoderConfig.from_dict(data["cell"]).hidden_size
         data["text"] = text_config_from_bert(text_init, width, text_rows).to_dict()
     if hparams.get("attn_implementation"):
         data["attn_implementation"] = hparams["attn_implementation"]

@@ -25,6 +25,7 @@ import torch
 from lightning_langcell.errors import CheckpointError, LangCellInputError
 from lightning_langcell.hub.formats import CheckpointFormat, bundled_gene_vocabulary
 from lightning_langcell.hub.pretrained import (
+    ADDED_TEXT_TOKENS,
     TEXT_TOKENIZER_DIR,
     VOCABULARY_DIR,
     check_text_tokenizer_fits,
@@ -32,6 +33,7 @@ from lightning_langcell.hub.pretrained import (
 )
 from lightning_langcell.hub.registry import resolve_pretrained
 from lightning_langcell.hub.state_dicts import (
+    WORD_EMBEDDINGS,
     LoadReport,
     StateDict,
     load_matching,
@@ -42,16 +44,14 @@ from lightning_langcell.hub.state_dicts import (
     strip_prefix,
 )
 from lightning_langcell.io_utils import atomic_directory
-from lightning_langcell.models.config import LangCellConfig, TextEncoderConfig, cell_bert_dict
+from lightning_langcell.models.config import CellEncoderConfig, LangCellConfig, TextEncoderConfig
 from lightning_langcell.models.langcell import LangCellModel
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_TEMPERATURE
 
 logger = logging.getLogger(__name__)
 
 HEADS = ("cell_proj", "text_proj", "ctm_head")
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 GENEFORMER_GENES = 25426  # <pad>, <mask>, 25,424 genes; LangCell adds <cls> = 25426
-ADDED_TEXT_TOKENS = 2  # [DEC], [ENC]
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 OFFICIAL_TOKENIZER_DIRS = (TEXT_TOKENIZER_DIR, "tokenizer")
 BIOMEDBERT_ROWS = (30522, 30524)  # without / with [DEC], [ENC]
@@ -87,7 +87,7 @@ def load_official_with_report(
         raise CheckpointError(f"{cell_proj[0]} lacks 'weight'.", "Use the nn.Linear state dict of the release.")
     try:
         config = LangCellConfig(
-            cell=cell_bert_dict(cell_config),
+            cell=CellEncoderConfig.from_dict(cell_config),
             text=TextEncoderConfig.from_dict(text_config),
             embed_dim=int(cell_proj[1]["weight"].shape[0]),
             attn_implementation=attn_implementation,
@@ -180,7 +180,7 @@ def export_official(model: LangCellModel, directory: str | os.PathLike, overwrit
             "Export it in our format (save_pretrained), which records the pooling.",
         )
     bert_fields = {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute"}
-    cell_json = {**bert_fields, **config.cell}
+    cell_json = {**bert_fields, **config.cell.to_dict()}
     text_json = {**bert_fields, "type_vocab_size": 2, "add_cross_attention": True, **config.text.to_dict()}
     text_state = dict(model.text_bert.state_dict())
     text_state["embeddings.position_ids"] = model.text_bert.embeddings.position_ids.clone()

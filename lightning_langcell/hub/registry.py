@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any, Iterator
 
 from lightning_langcell.errors import CheckpointError
 from lightning_langcell.hub.formats import registered_formats
+
+logger = logging.getLogger(__name__)
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "resources" / "registry.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +214,8 @@ def resolve_pretrained(name: str, verify: bool = True) -> Path:
 
 def list_pretrained(verbose: bool = False) -> list[dict[str, Any]]:
     """Every registered checkpoint as a dict (name, kind, layout, purpose, licence, source, files,
-    ``local_path``: the folder it resolves to here, or None). ``verbose`` also prints a table."""
+    ``local_path``: the folder it resolves to here, or None). ``verbose`` also logs
+    :func:`format_pretrained`'s table (INFO)."""
     rows = []
     for entry in load_registry().values():
         local = next((d for d in candidate_dirs(entry) if d.is_dir() and not entry.missing_files(d)), None)
@@ -221,7 +225,7 @@ def list_pretrained(verbose: bool = False) -> list[dict[str, Any]]:
             "local_path": None if local is None else str(local),
         })
     if verbose:
-        print(format_pretrained(rows))
+        logger.info("Registered checkpoints:\n%s", format_pretrained(rows))
     return rows
 
 

@@ -64,7 +64,7 @@ def load_zero_shot_model(model_or_path: LangCellModel | str | os.PathLike, text_
 def check_gene_vocabulary(model: LangCellModel, data_size: int, data_checksum: str | None,
                           model_vocabulary: Any = None) -> None:
     """The cells must be tokenized with the gene vocabulary the cell encoder was trained with."""
-    rows = int(model.config.cell["vocab_size"])
+    rows = model.config.cell.vocab_size
     if data_size != rows:
         raise LangCellInputError(
             f"The data's gene vocabulary has {data_size} tokens but the checkpoint's cell encoder has {rows}.",

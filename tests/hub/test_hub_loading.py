@@ -177,5 +177,5 @@ def test_convert_geneformer_with_a_text_source(geneformer_dir, official_dir, tmp
     convert_main([str(geneformer_dir), str(tmp_path / "ours"), "--text-source", str(official_dir),
                   "--text-tokenizer", str(official_dir / "tokenizer")])
     model = load_model(tmp_path / "ours")
-    assert model.config.text.vocab_size == 1575 and model.config.cell["vocab_size"] == 25427
+    assert model.config.text.vocab_size == 1575 and model.config.cell.vocab_size == 25427
     assert len(load_text_tokenizer_for(tmp_path / "ours")) == 1573
