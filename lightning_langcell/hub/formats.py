@@ -28,6 +28,16 @@ def bundled_gene_vocabulary(path: Path):
     return GeneVocabulary.bundled()
 
 
+def refusal(problem: str, fix: str) -> Callable[..., Any]:
+    """A ``load`` / ``text_tokenizer`` for a part a layout does not have: raises ``CheckpointError``
+    (``problem`` may name ``{path}``)."""
+
+    def refuse(path: Path, *args: Any, **kwargs: Any) -> Any:
+        raise CheckpointError(problem.format(path=path), fix)
+
+    return refuse
+
+
 @dataclass(frozen=True)
 class CheckpointFormat:
     """One checkpoint layout.

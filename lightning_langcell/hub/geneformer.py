@@ -19,7 +19,7 @@ import torch
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
 from lightning_langcell.hub.bert_init import hf_bert_config, load_bert_into_text_encoder, text_config_from_bert
-from lightning_langcell.hub.formats import CheckpointFormat
+from lightning_langcell.hub.formats import CheckpointFormat, refusal
 from lightning_langcell.hub.official import GENEFORMER_GENES, _bert_config, _cell_vocab, _read_bert
 from lightning_langcell.hub.state_dicts import LoadReport, StateDict, load_matching
 from lightning_langcell.models.config import PRESETS, CellEncoderConfig, LangCellConfig, TextEncoderConfig
@@ -171,11 +171,6 @@ def is_geneformer_dir(path: Path) -> bool:
                                    or config.get("vocab_size") == GENEFORMER_V2_ROWS)
 
 
-def _no_text_tokenizer(path: Path):
-    raise CheckpointError(f"{path} is a cell encoder only and holds no text tokenizer.",
-                          "Pass the tokenizer of the text encoder you pair it with (e.g. registry 'biomedbert').")
-
-
 def _load(path: Path, attn_implementation: str | None = None, text_source=None, text_tokenizer=None):
     return load_geneformer(path, text_source, text_tokenizer, attn_implementation=attn_implementation or "sdpa")
 
@@ -185,6 +180,7 @@ GENEFORMER_FORMAT = CheckpointFormat(
     description="a Geneformer 30M folder (config.json + pytorch_model.bin/model.safetensors)",
     detect=is_geneformer_dir,
     load=_load,
-    text_tokenizer=_no_text_tokenizer,
+    text_tokenizer=refusal("{path} is a cell encoder only and holds no text tokenizer.",
+                           "Pass the tokenizer of the text encoder you pair it with (e.g. registry 'biomedbert')."),
     load_options=("text_source", "text_tokenizer"),
 )

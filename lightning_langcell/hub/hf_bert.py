@@ -8,21 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning_langcell.errors import CheckpointError
 from lightning_langcell.hub.bert_init import hf_bert_config
-from lightning_langcell.hub.formats import CheckpointFormat
+from lightning_langcell.hub.formats import CheckpointFormat, refusal
 from lightning_langcell.hub.geneformer import is_geneformer_dir
 
 
 def is_hf_bert_dir(path: Path) -> bool:
     return hf_bert_config(path) is not None and not is_geneformer_dir(path)
-
-
-def refuse_text_encoder(path: Path, attn_implementation: str | None = None):
-    raise CheckpointError(
-        f"{path} is a BERT without LangCell parts (a text encoder such as BiomedBERT), not a LangCell model.",
-        "Use it as text_init= of a task, or as text_source= when loading a Geneformer cell encoder.",
-    )
 
 
 def hf_bert_text_tokenizer(path: Path):
@@ -35,6 +27,7 @@ HF_BERT_FORMAT = CheckpointFormat(
     name="hf_bert",
     description="an HF BERT text encoder folder (only as text_init / text_source)",
     detect=is_hf_bert_dir,
-    load=refuse_text_encoder,
+    load=refusal("{path} is a BERT without LangCell parts (a text encoder such as BiomedBERT), not a LangCell model.",
+                 "Use it as text_init= of a task, or as text_source= when loading a Geneformer cell encoder."),
     text_tokenizer=hf_bert_text_tokenizer,
 )

@@ -19,13 +19,11 @@ from lightning_langcell.errors import LangCellInputError
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 CELL_POOLINGS = ("cls", "mean")
 
-@dataclass
-class CellEncoderConfig:
-    """Shape of the cell encoder, an HF ``BertConfig``'s architecture keys (defaults: BERT's).
 
-    Build it from a ``BertConfig``, its dict or a ``config.json`` with :meth:`from_dict` (other
-    keys, such as ``transformers_version``, are ignored); :meth:`bert_config` gives the HF config.
-    """
+@dataclass
+class BertShape:
+    """The architecture keys both towers share (defaults: BERT-base's). ``from_dict`` takes a dict,
+    a ``config.json`` or an HF ``BertConfig`` (other keys, such as ``transformers_version``, are ignored)."""
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -36,13 +34,20 @@ class CellEncoderConfig:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
     pad_token_id: int = 0
 
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise LangCellInputError(
+                f"{type(self).__name__}: hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                f"{self.num_attention_heads}.",
+                "Choose a head count that divides the hidden size.",
+            )
+
     @classmethod
-    def from_dict(cls, data: BertConfig | Mapping[str, Any]) -> "CellEncoderConfig":
+    def from_dict(cls, data: BertConfig | Mapping[str, Any]):
         source = data.to_dict() if isinstance(data, BertConfig) else dict(data)
         known = {f.name for f in fields(cls)}
         return cls(**{key: value for key, value in source.items() if key in known})
@@ -50,48 +55,27 @@ class CellEncoderConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+
+@dataclass
+class CellEncoderConfig(BertShape):
+    """Shape of the cell encoder (an HF ``BertModel``); :meth:`bert_config` gives its ``BertConfig``."""
+
+    type_vocab_size: int = 2
+
     def bert_config(self, attn_implementation: str = "sdpa") -> BertConfig:
         """The HF ``BertConfig`` of the cell encoder, with the chosen attention implementation."""
         return BertConfig(**self.to_dict(), attn_implementation=attn_implementation)
 
 
 @dataclass
-class TextEncoderConfig:
+class TextEncoderConfig(BertShape):
     """Shape of the BLIP-"med" text BERT (word + position embeddings, self/cross-attention, FFN).
 
     ``encoder_width`` is the width of the cell states its cross-attention reads (the cell hidden size).
     """
 
-    vocab_size: int = 30524
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    layer_norm_eps: float = 1e-12
-    initializer_range: float = 0.02
-    pad_token_id: int = 0
+    vocab_size: int = 30524  # BiomedBERT's 30,522 WordPiece entries + [DEC], [ENC]
     encoder_width: int = 512
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_attention_heads:
-            raise LangCellInputError(
-                f"Text hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
-                f"{self.num_attention_heads}.",
-                "Choose a head count that divides the hidden size.",
-            )
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TextEncoderConfig":
-        """Build from a dict, e.g. a BERT/med-BERT ``config.json``; unrelated keys are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
