@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from lightning_langcell.errors import CheckpointError
 from lightning_langcell.hub.formats import detect_format, registered_formats
@@ -52,15 +53,13 @@ def load_model_with_report(
     name_or_path: str | os.PathLike,
     trust_pickle: bool = False,
     *,
-    text_source: str | os.PathLike | None = None,
-    text_tokenizer: str | os.PathLike | None = None,
     attn_implementation: str | None = None,
+    **options: Any,
 ) -> tuple[LangCellModel, LoadReport]:
     """Like :func:`load_model`, also returning the ``LoadReport`` (loaded / initialised / unused / notes)."""
     path = resolve_checkpoint(name_or_path)
     handler = detect_format(path)
-    options = {key: value for key, value in (("text_source", text_source), ("text_tokenizer", text_tokenizer))
-               if value is not None}
+    options = {key: value for key, value in options.items() if value is not None}
     if set(options) - set(handler.load_options):
         takers = [repr(f.name) for f in registered_formats() if set(options) <= set(f.load_options)]
         raise CheckpointError(
@@ -81,20 +80,20 @@ def load_model(
     name_or_path: str | os.PathLike,
     trust_pickle: bool = False,
     *,
-    text_source: str | os.PathLike | None = None,
-    text_tokenizer: str | os.PathLike | None = None,
     attn_implementation: str | None = None,
+    **options: Any,
 ) -> LangCellModel:
     """A ``LangCellModel`` (eval mode) from any supported checkpoint path or registered name.
 
     Args:
         name_or_path: folder or ``.ckpt`` file (see the layouts above), or a registered name.
         trust_pickle: unpickle files that ``weights_only=True`` refuses (runs their code; warns).
-        text_source, text_tokenizer: for a Geneformer folder only, see ``hub.geneformer.load_geneformer``.
         attn_implementation: cell-encoder attention, ``sdpa`` or ``eager`` (default: the stored one / sdpa).
+        options: keyword arguments of the checkpoint's format (its handler's ``load_options``; None
+            values are dropped): for a Geneformer folder ``text_source`` and ``text_tokenizer``, see
+            ``hub.geneformer.load_geneformer``. Others are refused with the formats that take them.
     """
-    return load_model_with_report(name_or_path, trust_pickle, text_source=text_source,
-                                  text_tokenizer=text_tokenizer, attn_implementation=attn_implementation)[0]
+    return load_model_with_report(name_or_path, trust_pickle, attn_implementation=attn_implementation, **options)[0]
 
 
 def load_text_tokenizer_for(name_or_path: str | os.PathLike):

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from lightning_langcell.data.masking import (  # noqa: F401  (re-exported: the MGM API in one place)
     IGNORE_INDEX,
-    VOCAB_SIZE,
     mask_genes,
     masking_generator,
     masking_seed,

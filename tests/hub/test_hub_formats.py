@@ -22,7 +22,6 @@ from lightning_langcell.hub import (
     unregister_format,
 )
 from lightning_langcell.models import LangCellConfig, LangCellModel
-from lightning_langcell.tokenization import GeneVocabulary
 
 
 @pytest.fixture()
@@ -59,14 +58,14 @@ def _toy_detect(path: Path) -> bool:
     return path.is_dir() and (path / TOY_FILE).is_file()
 
 
-def _toy_load(path: Path, attn_implementation=None):
-    """A tiny model whose every parameter equals the ``fill`` value stored in the toy file."""
-    spec = json.loads((path / TOY_FILE).read_text())
+def _toy_load(path: Path, attn_implementation=None, scale: float = 1.0):
+    """A tiny model whose every parameter equals ``scale`` times the ``fill`` value of the toy file."""
+    fill = json.loads((path / TOY_FILE).read_text())["fill"] * scale
     model = LangCellModel(LangCellConfig.preset("tiny", attn_implementation=attn_implementation or "sdpa"))
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.fill_(spec["fill"])
-    return model.eval(), LoadReport(loaded=["*"], notes=[f"toy fill {spec['fill']}"])
+            parameter.fill_(fill)
+    return model.eval(), LoadReport(loaded=["*"], notes=[f"toy fill {fill}"])
 
 
 @pytest.fixture()
@@ -78,6 +77,7 @@ def toy_format():
         load=_toy_load,
         text_tokenizer=lambda path: ("toy tokenizer of", path.name),
         gene_vocabulary=lambda path: ("toy vocabulary of", path.name),
+        load_options=("scale",),
     )
     register_format(handler)
     try:
@@ -101,8 +101,12 @@ def test_a_registered_toy_format_loads_through_load_model(toy_format, tmp_path, 
     assert load_gene_vocabulary_for(folder) == ("toy vocabulary of", "toy_checkpoint")
     # no built-in layout is claimed by the toy handler
     assert not any(toy_format.detect(path) for path in layouts.values())
+    # the format's own load options pass through load_model; other formats refuse them
+    assert torch.equal(load_model(folder, scale=2.0).temp, torch.tensor([0.5]))
     with pytest.raises(CheckpointError, match="apply only to checkpoints in format 'geneformer'; .* is 'toy'"):
         load_model(folder, text_source="biomedbert")
+    with pytest.raises(CheckpointError, match="scale apply only to checkpoints in format 'toy'; .* is 'official'"):
+        load_model(layouts["official"], scale=2.0)
 
 
 def test_unregistered_format_is_no_longer_detected(tmp_path):
