@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import time
 from pathlib import Path
@@ -35,8 +34,6 @@ from lightning_langcell.data.corpus_store import (
 )
 from lightning_langcell.errors import CorpusError, LangCellInputError
 from lightning_langcell.io_utils import atomic_directory
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_OBS_COLUMNS = (
     "cell_type",
@@ -373,10 +370,11 @@ def tokenize_command(
         ],
         "seconds": round(time.perf_counter() - started, 3),
     }
-    lines = [f"Corpus {summary['output']}: {summary['n_cells']:,} cells, {summary['n_tokens']:,} gene tokens "
-             f"from {len(summary['sources'])} file(s) in {summary['seconds']:.1f} s"]
-    lines += [f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped"
-              for source in summary["sources"]]
-    lines.append(f"  metadata columns: {', '.join(summary['columns'])}")
-    logger.info("\n".join(lines))
+    print(
+        f"Corpus {summary['output']}: {summary['n_cells']:,} cells, {summary['n_tokens']:,} gene tokens "
+        f"from {len(summary['sources'])} file(s) in {summary['seconds']:.1f} s"
+    )
+    for source in summary["sources"]:
+        print(f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped")
+    print(f"  metadata columns: {', '.join(summary['columns'])}")
     return summary
