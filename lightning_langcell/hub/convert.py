@@ -110,10 +110,8 @@ def convert_main(argv: Sequence[str]) -> dict:
 def pretrained_main(argv: Sequence[str]) -> list:
     """``python -m lightning_langcell pretrained``: print the registry and what is available here;
     returns the rows of ``list_pretrained``."""
-    from lightning_langcell.hub.registry import format_pretrained, list_pretrained
+    from lightning_langcell.hub.registry import list_pretrained
 
     argparse.ArgumentParser(prog="python -m lightning_langcell pretrained",
                             description="List the registered checkpoints.").parse_args(list(argv))
-    rows = list_pretrained()
-    print(format_pretrained(rows))  # the command's result, printed by the CLI layer's own command
-    return rows
+    return list_pretrained(verbose=True)
