@@ -85,12 +85,12 @@ def label_metrics(truth: np.ndarray, predicted: np.ndarray, classes: list[str]) 
     Uses the package's metric definitions (:mod:`lightning_langcell.inference.metrics`); a
     prediction outside ``classes`` (e.g. an unscored cell) counts as wrong, as an extra class.
     """
-    from lightning_langcell.inference.metrics import classification_metrics
+    from lightning_langcell.inference.metrics import classification_scores
 
     index = {name: i for i, name in enumerate(classes)}
     extra = len(classes)
     target = np.array([index[str(t)] for t in truth], dtype=np.int64)
     preds = np.array([index.get(str(p), extra) for p in predicted], dtype=np.int64)
-    values = classification_metrics(target, preds, len(classes) + 1)
+    values = classification_scores(target, preds, len(classes) + 1)
     return {name: round(float(values[name]), 4)
             for name in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")}

@@ -87,7 +87,7 @@ def model_flops_per_step(config: LangCellConfig, input_ids: torch.Tensor, masked
     """Useful training FLOPs of one step: 6 x (encoder params x real tokens) + attention over the
     real lengths + the gene head at the masked positions (fwd + bwd = 3 x fwd)."""
     cell = config.cell
-    hidden, layers, ffn, vocab = cell["hidden_size"], cell["num_hidden_layers"], cell["intermediate_size"], cell["vocab_size"]
+    hidden, layers, ffn, vocab = cell.hidden_size, cell.num_hidden_layers, cell.intermediate_size, cell.vocab_size
     lengths = (input_ids > 0).sum(1).double()
     per_token_layer = 2 * (4 * hidden * hidden + 2 * hidden * ffn)
     dense = per_token_layer * layers * float(lengths.sum())

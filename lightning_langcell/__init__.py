@@ -10,13 +10,14 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY_EXPORTS = {
-    "LangCellModel": "lightning_langcell.models",
+    "LangCellModel": "lightning_langcell.hub",  # hub installs its checkpoint methods
     "LangCellConfig": "lightning_langcell.models",
     "CellTokenizer": "lightning_langcell.tokenization",
     "CellCorpus": "lightning_langcell.data.corpus",
     "CellTextBuilder": "lightning_langcell.text",
-    "load_model": "lightning_langcell.hub.loading",
-    "load_text_tokenizer_for": "lightning_langcell.hub.loading",
+    "load_model": "lightning_langcell.hub",
+    "load_text_tokenizer_for": "lightning_langcell.hub",
+    "save_pretrained": "lightning_langcell.hub",
     "list_pretrained": "lightning_langcell.hub.registry",
     "annotate": "lightning_langcell.inference.annotate",
 }

@@ -30,7 +30,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers 
 from lightning_langcell.io_utils import atomic_file  # noqa: E402
 from lightning_langcell.text.descriptions import ASPECT_NAMES  # noqa: E402
 from lightning_langcell.text.ontology import BUNDLED_ONTOLOGIES, Ontology  # noqa: E402
-from lightning_langcell.text.text_tokenizer import SPECIAL_TOKENS, bundled_vocab_dir  # noqa: E402
+from lightning_langcell.text.text_tokenizer import TEXT_SPECIAL_TOKENS, bundled_vocab_dir  # noqa: E402
 
 WEIGHTS = {"CL": 3}  # repeats of each ontology's text in the training corpus (default 1)
 EXTRA_TEXT = (*ASPECT_NAMES, "normal", "unknown", "year-old human stage", "mouse stage")
@@ -58,16 +58,16 @@ def train_vocab(corpus: list[str], vocab_size: int) -> list[str]:
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size, min_frequency=2, special_tokens=list(TEXT_SPECIAL_TOKENS),
         initial_alphabet=ALPHABET, continuing_subword_prefix="##", show_progress=False)
     tokenizer.train_from_iterator(corpus, trainer)
-    pieces = set(tokenizer.get_vocab()) - set(SPECIAL_TOKENS)
+    pieces = set(tokenizer.get_vocab()) - set(TEXT_SPECIAL_TOKENS)
 
     def canonical(piece: str) -> tuple:
         stem = piece.removeprefix("##")
         return (len(stem) > 1, piece.startswith("##"), stem, piece)
 
-    return [*SPECIAL_TOKENS, *sorted(pieces, key=canonical)]
+    return [*TEXT_SPECIAL_TOKENS, *sorted(pieces, key=canonical)]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,9 +8,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from lightning_langcell.data.masking import mask_genes
 from lightning_langcell.tokenization import CLS_ID, PAD_ID
-
-IGNORE_INDEX = -100
 
 
 def pad_token_lists(
@@ -71,8 +70,6 @@ class CellBatchCollator:
             batch["text_input_ids"], batch["text_attention_mask"] = text_ids, text_mask
             batch["text_ids"] = torch.tensor([item["text_id"] for item in items], dtype=torch.long)
         if self.mgm_probability > 0:
-            from lightning_langcell.objectives.masking import mask_genes
-
             batch["mgm_input_ids"], batch["mgm_labels"] = mask_genes(
                 input_ids,
                 attention_mask,

@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from lightning_langcell.data.collate import IGNORE_INDEX
+from lightning_langcell.data.masking import IGNORE_INDEX
 
 
 class CellDataset(Dataset):

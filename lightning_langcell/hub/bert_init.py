@@ -14,13 +14,19 @@ from pathlib import Path
 import torch
 
 from lightning_langcell.errors import CheckpointError
-from lightning_langcell.hub.state_dicts import LoadReport, load_matching, read_json, read_weights_dir, strip_prefix
+from lightning_langcell.hub.state_dicts import (
+    WORD_EMBEDDINGS,
+    LoadReport,
+    load_matching,
+    read_json,
+    read_weights_dir,
+    strip_prefix,
+)
 from lightning_langcell.models.config import TextEncoderConfig
 from lightning_langcell.models.text_encoder import TextEncoder
 
 logger = logging.getLogger(__name__)
 
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
@@ -71,3 +77,14 @@ def text_encoder_from_bert(
     """A ``TextEncoder`` shaped like and initialised from the BERT in ``directory``, plus its report."""
     encoder = TextEncoder(text_config_from_bert(directory, encoder_width, vocab_size))
     return encoder, load_bert_into_text_encoder(encoder, directory)
+
+
+def hf_bert_config(path: Path) -> dict | None:
+    """The ``config.json`` of the HF BERT folder ``path`` (``model_type`` bert or a ``Bert*``
+    architecture); None when ``path`` is no such folder."""
+    config_path = path / "config.json"
+    if not path.is_dir() or not config_path.is_file():
+        return None
+    config = read_json(config_path)
+    architectures = " ".join(config.get("architectures") or [])
+    return config if config.get("model_type") == "bert" or "Bert" in architectures else None

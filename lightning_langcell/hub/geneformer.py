@@ -18,10 +18,11 @@ from typing import Any, Callable
 import torch
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
-from lightning_langcell.hub.bert_init import load_bert_into_text_encoder, text_config_from_bert
+from lightning_langcell.hub.bert_init import hf_bert_config, load_bert_into_text_encoder, text_config_from_bert
+from lightning_langcell.hub.formats import CheckpointFormat, refusal
 from lightning_langcell.hub.official import GENEFORMER_GENES, _bert_config, _cell_vocab, _read_bert
 from lightning_langcell.hub.state_dicts import LoadReport, StateDict, load_matching
-from lightning_langcell.models.config import PRESETS, LangCellConfig, TextEncoderConfig, cell_bert_dict
+from lightning_langcell.models.config import PRESETS, CellEncoderConfig, LangCellConfig, TextEncoderConfig
 from lightning_langcell.models.langcell import LangCellModel
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def load_geneformer(
         raise CheckpointError(f"embed_dim {embed_dim} differs from the text source's {source_embed_dim}.",
                               "Leave embed_dim unset to use the text source's.")
     try:
-        config = LangCellConfig(cell=cell_bert_dict(cell_config), text=text,
+        config = LangCellConfig(cell=CellEncoderConfig.from_dict(cell_config), text=text,
                                 embed_dim=embed_dim or source_embed_dim or 256, attn_implementation=attn_implementation)
     except LangCellInputError as error:
         raise CheckpointError(f"{root} cannot start a LangCell model: {error.problem}", error.fix) from error
@@ -94,7 +95,7 @@ def load_geneformer(
 
 def _load_mlm_head(model: LangCellModel, mlm: StateDict, path: Path) -> LoadReport:
     """Geneformer's MLM head into ``mgm_head``; the ``<cls>`` output row starts as the mean row."""
-    rows = model.config.cell["vocab_size"]
+    rows = model.config.cell.vocab_size
     head: StateDict = {}
     for key, tensor in mlm.items():
         if key == "decoder.bias" or (key == "decoder.weight" and model.mgm_head.decoder is None):
@@ -161,3 +162,25 @@ def _text_side(
         return report
 
     return donor.config.text, copy_donor, donor.config.embed_dim
+
+
+def is_geneformer_dir(path: Path) -> bool:
+    """True for an HF BERT folder with a Geneformer token dictionary size (V1, or V2 to refuse it clearly)."""
+    config = hf_bert_config(path)
+    return config is not None and (config.get("vocab_size") in GENEFORMER_V1_ROWS
+                                   or config.get("vocab_size") == GENEFORMER_V2_ROWS)
+
+
+def _load(path: Path, attn_implementation: str | None = None, text_source=None, text_tokenizer=None):
+    return load_geneformer(path, text_source, text_tokenizer, attn_implementation=attn_implementation or "sdpa")
+
+
+GENEFORMER_FORMAT = CheckpointFormat(
+    name="geneformer",
+    description="a Geneformer 30M folder (config.json + pytorch_model.bin/model.safetensors)",
+    detect=is_geneformer_dir,
+    load=_load,
+    text_tokenizer=refusal("{path} is a cell encoder only and holds no text tokenizer.",
+                           "Pass the tokenizer of the text encoder you pair it with (e.g. registry 'biomedbert')."),
+    load_options=("text_source", "text_tokenizer"),
+)

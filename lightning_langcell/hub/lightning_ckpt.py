@@ -16,16 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
-from lightning_langcell.hub.state_dicts import LoadReport, load_matching, torch_load
-from lightning_langcell.models.config import LangCellConfig, cell_bert_dict
+from lightning_langcell.hub.formats import CheckpointFormat
+from lightning_langcell.hub.state_dicts import WORD_EMBEDDINGS, LoadReport, load_matching, torch_load
+from lightning_langcell.models.config import CellEncoderConfig, LangCellConfig
 from lightning_langcell.models.langcell import LangCellModel
 
 logger = logging.getLogger(__name__)
 
+LIGHTNING_SUFFIXES = (".ckpt", ".pt", ".pth")
 CKPT_CONFIG_KEY = "langcell_config"
 CKPT_FORMAT_KEY = "langcell_format_version"
 MODEL_PREFIX = "model."
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 def read_lightning_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def _config_from_hyper_parameters(hparams: dict[str, Any], state: dict, path: Pa
             )
         from lightning_langcell.hub.bert_init import text_config_from_bert
 
-        width = int(cell_bert_dict(data["cell"])["hidden_size"])
+        width = CellEncoderConfig.from_dict(data["cell"]).hidden_size
         data["text"] = text_config_from_bert(text_init, width, text_rows).to_dict()
     if hparams.get("attn_implementation"):
         data["attn_implementation"] = hparams["attn_implementation"]
@@ -114,3 +115,20 @@ def load_lightning_checkpoint(
         report.notes.append(f"{path}: no '{CKPT_CONFIG_KEY}'; the config was rebuilt from the hyper-parameters.")
     logger.info("Loaded the model of Lightning checkpoint %s:\n%s", path, report)
     return model.eval(), report
+
+
+def lightning_text_tokenizer(path: Path):
+    """The tokenizer named by the task's ``text_tokenizer`` hyper-parameter (None: the bundled one)."""
+    from lightning_langcell.text import load_text_tokenizer
+
+    hparams: dict[str, Any] = read_lightning_checkpoint(path).get("hyper_parameters") or {}
+    return load_text_tokenizer(hparams.get("text_tokenizer"))
+
+
+LIGHTNING_FORMAT = CheckpointFormat(
+    name="lightning",
+    description="a Lightning .ckpt of our tasks",
+    detect=lambda path: path.is_file() and path.suffix in LIGHTNING_SUFFIXES,
+    load=load_lightning_checkpoint,
+    text_tokenizer=lightning_text_tokenizer,
+)

@@ -23,7 +23,17 @@ from typing import Any
 import torch
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
+from lightning_langcell.hub.formats import CheckpointFormat, bundled_gene_vocabulary
+from lightning_langcell.hub.pretrained import (
+    ADDED_TEXT_TOKENS,
+    TEXT_TOKENIZER_DIR,
+    VOCABULARY_DIR,
+    check_text_tokenizer_fits,
+    read_gene_vocabulary,
+)
+from lightning_langcell.hub.registry import resolve_pretrained
 from lightning_langcell.hub.state_dicts import (
+    WORD_EMBEDDINGS,
     LoadReport,
     StateDict,
     load_matching,
@@ -34,17 +44,17 @@ from lightning_langcell.hub.state_dicts import (
     strip_prefix,
 )
 from lightning_langcell.io_utils import atomic_directory
-from lightning_langcell.models.config import LangCellConfig, TextEncoderConfig, cell_bert_dict
+from lightning_langcell.models.config import CellEncoderConfig, LangCellConfig, TextEncoderConfig
 from lightning_langcell.models.langcell import LangCellModel
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_TEMPERATURE
 
 logger = logging.getLogger(__name__)
 
 HEADS = ("cell_proj", "text_proj", "ctm_head")
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 GENEFORMER_GENES = 25426  # <pad>, <mask>, 25,424 genes; LangCell adds <cls> = 25426
-ADDED_TEXT_TOKENS = 2  # [DEC], [ENC]
 IGNORED_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+OFFICIAL_TOKENIZER_DIRS = (TEXT_TOKENIZER_DIR, "tokenizer")
+BIOMEDBERT_ROWS = (30522, 30524)  # without / with [DEC], [ENC]
 REQUIRED_CONFIG_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
 
@@ -77,7 +87,7 @@ def load_official_with_report(
         raise CheckpointError(f"{cell_proj[0]} lacks 'weight'.", "Use the nn.Linear state dict of the release.")
     try:
         config = LangCellConfig(
-            cell=cell_bert_dict(cell_config),
+            cell=CellEncoderConfig.from_dict(cell_config),
             text=TextEncoderConfig.from_dict(text_config),
             embed_dim=int(cell_proj[1]["weight"].shape[0]),
             attn_implementation=attn_implementation,
@@ -170,7 +180,7 @@ def export_official(model: LangCellModel, directory: str | os.PathLike, overwrit
             "Export it in our format (save_pretrained), which records the pooling.",
         )
     bert_fields = {"architectures": ["BertModel"], "model_type": "bert", "position_embedding_type": "absolute"}
-    cell_json = {**bert_fields, **config.cell}
+    cell_json = {**bert_fields, **config.cell.to_dict()}
     text_json = {**bert_fields, "type_vocab_size": 2, "add_cross_attention": True, **config.text.to_dict()}
     text_state = dict(model.text_bert.state_dict())
     text_state["embeddings.position_ids"] = model.text_bert.embeddings.position_ids.clone()
@@ -189,3 +199,43 @@ def export_official(model: LangCellModel, directory: str | os.PathLike, overwrit
 
 def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def is_official_dir(path: Path) -> bool:
+    """True for a folder holding ``cell_bert/`` or ``text_bert/``."""
+    return path.is_dir() and ((path / "cell_bert").is_dir() or (path / "text_bert").is_dir())
+
+
+def official_text_tokenizer(path: Path):
+    """A ``text_tokenizer/`` or ``tokenizer/`` folder beside the weights, else BiomedBERT's (registry,
+    for 30,522/30,524 rows), else the bundled one if it fits the text encoder."""
+    from lightning_langcell.text import load_text_tokenizer
+
+    for name in OFFICIAL_TOKENIZER_DIRS:
+        if (path / name).is_dir():
+            return load_text_tokenizer(path / name)
+    rows = int(read_json(path / "text_bert" / "config.json").get("vocab_size", 0))
+    if rows in BIOMEDBERT_ROWS:
+        return load_text_tokenizer(resolve_pretrained("biomedbert"))
+    tokenizer = load_text_tokenizer()
+    where = f"{path} (no tokenizer/ folder; tried the bundled one)"
+    check_text_tokenizer_fits(len(tokenizer), rows, where, strict=True)
+    return tokenizer
+
+
+def official_gene_vocabulary(path: Path):
+    """The ``gene_vocabulary/`` folder of an official export of ours, else the bundled vocabulary."""
+    if (path / VOCABULARY_DIR).is_dir():
+        return read_gene_vocabulary(path / VOCABULARY_DIR)
+    return bundled_gene_vocabulary(path)
+
+
+OFFICIAL_FORMAT = CheckpointFormat(
+    name="official",
+    description="the official layout (cell_bert/, text_bert/, cell_proj.bin, text_proj.bin, ctm_head.bin)",
+    detect=is_official_dir,
+    load=lambda path, attn_implementation=None: load_official_with_report(path, attn_implementation or "sdpa"),
+    text_tokenizer=official_text_tokenizer,
+    gene_vocabulary=official_gene_vocabulary,
+    expected_gaps=("mgm_head.", "text_bert.pooler."),  # the release holds no MGM head, our encoder no pooler
+)

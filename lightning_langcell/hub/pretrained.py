@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
+from lightning_langcell.hub.formats import CheckpointFormat
 from lightning_langcell.hub.registry import sha256_file
 from lightning_langcell.hub.state_dicts import LoadReport, load_matching, read_json, read_tensor_file, save_tensor_file
 from lightning_langcell.io_utils import atomic_directory
@@ -34,8 +35,8 @@ from lightning_langcell.models.langcell import LangCellModel
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "lightning_langcell"
-FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_NAME = "lightning_langcell"
+CHECKPOINT_FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 VOCABULARY_DIR = "gene_vocabulary"
@@ -63,7 +64,7 @@ def is_pretrained_dir(path: str | os.PathLike) -> bool:
     if not config.is_file():
         return False
     try:
-        return json.loads(config.read_text(encoding="utf-8")).get("format") == FORMAT_NAME
+        return json.loads(config.read_text(encoding="utf-8")).get("format") == CHECKPOINT_FORMAT_NAME
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -180,15 +181,15 @@ def save_pretrained(
     if target.exists() and not overwrite:
         raise CheckpointError(f"{target} exists.", "Choose a new folder or pass overwrite=True.")
     config = model.config
-    vocabulary = _gene_vocabulary(gene_vocabulary, int(config.cell["vocab_size"]))
+    vocabulary = _gene_vocabulary(gene_vocabulary, config.cell.vocab_size)
     tokenizer = _text_tokenizer(text_tokenizer, config.text.vocab_size)
     with atomic_directory(target, overwrite=overwrite) as tmp:
         save_tensor_file(model.state_dict(), tmp / WEIGHTS_FILE)
         write_gene_vocabulary(vocabulary, tmp / VOCABULARY_DIR)
         tokenizer.save_pretrained(str(tmp / TEXT_TOKENIZER_DIR))
         info = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format": CHECKPOINT_FORMAT_NAME,
+            "format_version": CHECKPOINT_FORMAT_VERSION,
             "library_version": __version__,
             "model": config.to_dict(),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_file(tmp / WEIGHTS_FILE)},
@@ -212,12 +213,12 @@ def read_pretrained_info(directory: str | os.PathLike) -> dict[str, Any]:
     root = Path(directory)
     path = root / CONFIG_FILE
     info = read_json(path)
-    if info.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not a {FORMAT_NAME} checkpoint config.",
+    if info.get("format") != CHECKPOINT_FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT_NAME} checkpoint config.",
                               "Load official or Geneformer folders with load_model(), which detects them.")
     version = info.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format_version {version!r}; this library reads <= {FORMAT_VERSION}.",
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format_version {version!r}; this library reads <= {CHECKPOINT_FORMAT_VERSION}.",
                               "Upgrade lightning_langcell.")
     absent = [key for key in ("model", "weights", "gene_vocabulary", "text_tokenizer") if key not in info]
     if absent:
@@ -248,7 +249,7 @@ def _checked_vocabulary(root: Path, info: dict[str, Any], config: LangCellConfig
             f"(checksum {vocabulary.checksum[:12]} vs {str(recorded['checksum'])[:12]}).",
             "Restore the checkpoint's own gene_vocabulary/ files.",
         )
-    _gene_vocabulary(vocabulary, int(config.cell["vocab_size"]))
+    _gene_vocabulary(vocabulary, config.cell.vocab_size)
     return vocabulary
 
 
@@ -301,3 +302,18 @@ def load_pretrained(directory: str | os.PathLike, attn_implementation: str | Non
     report = load_matching(model, read_tensor_file(weights), weights)
     logger.info("Loaded LangCell checkpoint %s:\n%s", root, report)
     return PretrainedBundle(model.eval(), vocabulary, tokenizer, info, report)
+
+
+def _load_ours(path: Path, attn_implementation: str | None = None) -> tuple[LangCellModel, LoadReport]:
+    bundle = load_pretrained(path, attn_implementation)
+    return bundle.model, bundle.report
+
+
+OURS_FORMAT = CheckpointFormat(
+    name="ours",
+    description="our format (config.json naming lightning_langcell + model.safetensors)",
+    detect=is_pretrained_dir,
+    load=_load_ours,
+    text_tokenizer=lambda path: read_pretrained_parts(path)[3],
+    gene_vocabulary=lambda path: read_pretrained_parts(path)[2],
+)

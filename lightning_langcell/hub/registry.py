@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 from lightning_langcell.errors import CheckpointError
+from lightning_langcell.hub.formats import registered_formats
+
+logger = logging.getLogger(__name__)
 
 REGISTRY_FILE = Path(__file__).resolve().parent / "resources" / "registry.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HOME_ENV = "LANGCELL_HOME"
 REGISTRY_ENV = "LANGCELL_REGISTRY"
 KINDS = ("langcell", "cell_encoder", "text_encoder")
-LAYOUTS = ("ours", "official", "geneformer", "hf_bert")
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,10 @@ class PretrainedEntry:
         absent = [key for key in ("kind", "layout", "purpose", "source", "licence", "files") if key not in data]
         if absent:
             raise CheckpointError(f"Registry entry {name!r} in {origin} lacks {absent}.", fix)
-        if data["kind"] not in KINDS or data["layout"] not in LAYOUTS:
+        layouts = tuple(handler.name for handler in registered_formats())
+        if data["kind"] not in KINDS or data["layout"] not in layouts:
             raise CheckpointError(f"Registry entry {name!r} has kind {data['kind']!r} / layout {data['layout']!r}.",
-                                  f"Use a kind of {KINDS} and a layout of {LAYOUTS}. {fix}")
+                                  f"Use a kind of {KINDS} and a layout of {layouts} (a registered format). {fix}")
         files = data["files"]
         if not isinstance(files, dict) or not files:
             raise CheckpointError(f"Registry entry {name!r} lists no files.", fix)
@@ -210,7 +214,8 @@ def resolve_pretrained(name: str, verify: bool = True) -> Path:
 
 def list_pretrained(verbose: bool = False) -> list[dict[str, Any]]:
     """Every registered checkpoint as a dict (name, kind, layout, purpose, licence, source, files,
-    ``local_path``: the folder it resolves to here, or None). ``verbose`` also prints a table."""
+    ``local_path``: the folder it resolves to here, or None). ``verbose`` also logs
+    :func:`format_pretrained`'s table (INFO)."""
     rows = []
     for entry in load_registry().values():
         local = next((d for d in candidate_dirs(entry) if d.is_dir() and not entry.missing_files(d)), None)
@@ -220,7 +225,7 @@ def list_pretrained(verbose: bool = False) -> list[dict[str, Any]]:
             "local_path": None if local is None else str(local),
         })
     if verbose:
-        print(format_pretrained(rows))
+        logger.info("Registered checkpoints:\n%s", format_pretrained(rows))
     return rows
 
 

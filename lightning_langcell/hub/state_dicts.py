@@ -25,6 +25,8 @@ from lightning_langcell.io_utils import atomic_file
 
 
 StateDict = dict[str, torch.Tensor]
+#: Key of the word-embedding table in a BERT state dict (no ``bert.`` prefix).
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 _TRUST_PICKLE: contextvars.ContextVar[bool] = contextvars.ContextVar("langcell_trust_pickle", default=False)
 

@@ -30,7 +30,7 @@ from lightning_langcell.inference.classes import (
     truth_indices,
 )
 from lightning_langcell.inference.cpu_memory import retained_cpu_memory
-from lightning_langcell.inference.metrics import classification_metrics
+from lightning_langcell.inference.metrics import classification_scores
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
 from lightning_langcell.models.langcell import LangCellModel
@@ -64,7 +64,7 @@ def load_zero_shot_model(model_or_path: LangCellModel | str | os.PathLike, text_
 def check_gene_vocabulary(model: LangCellModel, data_size: int, data_checksum: str | None,
                           model_vocabulary: Any = None) -> None:
     """The cells must be tokenized with the gene vocabulary the cell encoder was trained with."""
-    rows = int(model.config.cell["vocab_size"])
+    rows = model.config.cell.vocab_size
     if data_size != rows:
         raise LangCellInputError(
             f"The data's gene vocabulary has {data_size} tokens but the checkpoint's cell encoder has {rows}.",
@@ -214,7 +214,7 @@ def annotate(
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     if has_truth:
         target = truth_indices(obs_labels(adata.obs, label_column), candidates)
-        annotations.info["metrics"] = classification_metrics(
+        annotations.info["metrics"] = classification_scores(
             target[annotations.scored], annotations.prediction_codes[annotations.scored], len(candidates))
     result = adata.copy() if source is None else adata
     annotations.add_to(result)

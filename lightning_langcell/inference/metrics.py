@@ -1,9 +1,17 @@
-"""Annotation quality against ground truth, and the confusion-matrix figure.
+"""Cell-type classification metrics shared by inference and the tasks, and the confusion-matrix figure.
 
-The four numbers are those of every classification task
-(:func:`lightning_langcell.tasks.metrics.classification_metrics`: accuracy, balanced accuracy
-over the classes present in the truth, macro-F1 and weighted-F1, as scikit-learn defines them),
-over the cells whose true label is one of the candidate classes (``target >= 0``).
+The four numbers reported for every classification, over cells with a known label:
+
+- ``accuracy``: fraction of cells predicted correctly (micro average);
+- ``balanced_accuracy``: mean recall over the classes present in the targets (as
+  ``sklearn.metrics.balanced_accuracy_score``; a class that is predicted but never a target
+  does not count, unlike torchmetrics' macro recall);
+- ``macro_f1``: unweighted mean F1 over the classes that occur in targets or predictions;
+- ``weighted_f1``: F1 averaged with the number of target cells of each class as weight.
+
+:func:`classification_metric_collection` accumulates them over batches (exact under DDP; targets
+equal to ``IGNORE_INDEX`` are skipped); :func:`classification_scores` computes them at once from
+arrays (targets < 0 are skipped) as plain floats.
 """
 
 from __future__ import annotations
@@ -12,7 +20,43 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from lightning_langcell.data.masking import IGNORE_INDEX
+
+METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
+
+
+class BalancedAccuracy(MulticlassConfusionMatrix):
+    """Mean per-class recall over the classes that occur in the targets (a scalar tensor).
+
+    Accumulates a confusion matrix (summed across ranks), so it is exact under DDP.
+    ``update(preds, target)`` takes class indices [N] or scores [N, C] and targets [N].
+    """
+
+    def compute(self) -> torch.Tensor:
+        matrix = super().compute().double()  # [C, C], rows = target class
+        support = matrix.sum(dim=1)
+        present = support > 0
+        if not bool(present.any()):
+            return torch.tensor(0.0, device=matrix.device)
+        return (matrix.diagonal()[present] / support[present]).mean().float()
+
+
+def classification_metric_collection(num_classes: int, prefix: str = "") -> MetricCollection:
+    """The four metrics of :data:`METRIC_NAMES` for ``num_classes`` classes, keys ``prefix + name``."""
+    common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX}
+    return MetricCollection(
+        {
+            "accuracy": MulticlassAccuracy(average="micro", **common),
+            "balanced_accuracy": BalancedAccuracy(**common),
+            "macro_f1": MulticlassF1Score(average="macro", **common),
+            "weighted_f1": MulticlassF1Score(average="weighted", **common),
+        },
+        prefix=prefix,
+    )
 
 
 def _counted(target, preds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -21,21 +65,18 @@ def _counted(target, preds) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return target[counted], preds[counted], counted
 
 
-def classification_metrics(target: np.ndarray | torch.Tensor, preds: np.ndarray | torch.Tensor,
-                           num_classes: int) -> dict[str, float]:
+def classification_scores(target: np.ndarray | torch.Tensor, preds: np.ndarray | torch.Tensor,
+                          num_classes: int) -> dict[str, float]:
     """Metrics of ``preds`` [N] against ``target`` [N] (class indices; target -1 = not counted).
 
     Returns ``accuracy``, ``balanced_accuracy``, ``macro_f1``, ``weighted_f1`` (NaN without any
     counted cell) and ``n_evaluated`` / ``n_not_evaluated``.
     """
-    from lightning_langcell.tasks.metrics import METRIC_NAMES
-    from lightning_langcell.tasks.metrics import classification_metrics as metric_collection
-
     target, preds, counted = _counted(target, preds)
     out = {"n_evaluated": int(counted.sum()), "n_not_evaluated": int((~counted).sum())}
     if target.numel() == 0:
         return {**{name: float("nan") for name in METRIC_NAMES}, **out}
-    values = metric_collection(num_classes)(preds, target)
+    values = classification_metric_collection(num_classes)(preds, target)
     return {**{name: float(values[name]) for name in METRIC_NAMES}, **out}
 
 

@@ -1,6 +1,7 @@
 """Model configuration: the cell BERT, the BLIP-"med" text BERT and the shared embedding size.
 
-``LangCellConfig`` is plain data (JSON round trip through ``to_dict``/``from_dict``) so it can be
+``LangCellConfig`` is plain data, both towers dataclasses (``CellEncoderConfig``,
+``TextEncoderConfig``), with one JSON round trip through ``to_dict``/``from_dict`` so it can be
 stored beside a checkpoint. Presets: ``"tiny"`` (CPU tests, debug recipes) and ``"langcell"``
 (the released model's shape: Geneformer-12L-30M cell encoder, BiomedBERT-base text encoder).
 """
@@ -18,40 +19,13 @@ from lightning_langcell.errors import LangCellInputError
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 CELL_POOLINGS = ("cls", "mean")
 
-#: Architecture keys of the cell encoder's ``BertConfig`` kept in our config (the rest of a
-#: ``BertConfig.to_dict()`` is bookkeeping such as ``transformers_version``).
-CELL_BERT_KEYS = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "initializer_range",
-    "layer_norm_eps",
-    "pad_token_id",
-)
-
-
-def cell_bert_dict(config: BertConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """The architecture keys of a cell-encoder ``BertConfig`` (or of its dict / config.json)."""
-    source = config.to_dict() if isinstance(config, BertConfig) else dict(config)
-    defaults = BertConfig().to_dict()
-    return {key: source.get(key, defaults[key]) for key in CELL_BERT_KEYS}
-
 
 @dataclass
-class TextEncoderConfig:
-    """Shape of the BLIP-"med" text BERT (word + position embeddings, self/cross-attention, FFN).
+class BertShape:
+    """The architecture keys both towers share (defaults: BERT-base's). ``from_dict`` takes a dict,
+    a ``config.json`` or an HF ``BertConfig`` (other keys, such as ``transformers_version``, are ignored)."""
 
-    ``encoder_width`` is the width of the cell states its cross-attention reads (the cell hidden size).
-    """
-
-    vocab_size: int = 30524
+    vocab_size: int = 30522
     hidden_size: int = 768
     num_hidden_layers: int = 12
     num_attention_heads: int = 12
@@ -63,36 +37,56 @@ class TextEncoderConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     pad_token_id: int = 0
-    encoder_width: int = 512
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
             raise LangCellInputError(
-                f"Text hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
+                f"{type(self).__name__}: hidden_size {self.hidden_size} is not a multiple of num_attention_heads "
                 f"{self.num_attention_heads}.",
                 "Choose a head count that divides the hidden size.",
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TextEncoderConfig":
-        """Build from a dict, e.g. a BERT/med-BERT ``config.json``; unrelated keys are ignored."""
+    def from_dict(cls, data: BertConfig | Mapping[str, Any]):
+        source = data.to_dict() if isinstance(data, BertConfig) else dict(data)
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        return cls(**{key: value for key, value in source.items() if key in known})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
+class CellEncoderConfig(BertShape):
+    """Shape of the cell encoder (an HF ``BertModel``); :meth:`bert_config` gives its ``BertConfig``."""
+
+    type_vocab_size: int = 2
+
+    def bert_config(self, attn_implementation: str = "sdpa") -> BertConfig:
+        """The HF ``BertConfig`` of the cell encoder, with the chosen attention implementation."""
+        return BertConfig(**self.to_dict(), attn_implementation=attn_implementation)
+
+
+@dataclass
+class TextEncoderConfig(BertShape):
+    """Shape of the BLIP-"med" text BERT (word + position embeddings, self/cross-attention, FFN).
+
+    ``encoder_width`` is the width of the cell states its cross-attention reads (the cell hidden size).
+    """
+
+    vocab_size: int = 30524  # BiomedBERT's 30,522 WordPiece entries + [DEC], [ENC]
+    encoder_width: int = 512
+
+
+@dataclass
 class LangCellConfig:
     """Everything needed to build a ``LangCellModel``.
 
-    - ``cell``: the cell encoder's ``BertConfig`` architecture dict (see ``CELL_BERT_KEYS``);
-      a ``BertConfig`` instance is accepted and converted.
-    - ``text``: ``TextEncoderConfig`` (or its dict); its ``encoder_width`` must equal the cell width.
+    - ``cell``: ``CellEncoderConfig`` (or its dict, or a ``BertConfig``, converted).
+    - ``text``: ``TextEncoderConfig`` (or its dict, converted); its ``encoder_width`` must equal
+      the cell width.
     - ``embed_dim``: size of the shared, L2-normalised cell/text embedding (256).
     - ``attn_implementation``: attention of both encoders, ``"sdpa"`` (default) or ``"eager"``.
-      The text encoder always uses ``scaled_dot_product_attention`` (same arithmetic).
     - ``mgm_tie_word_embeddings``: the gene-prediction decoder reuses the cell word embeddings
       (as Geneformer/BERT pre-training does; saves vocab x hidden parameters).
     - ``temperature_*``: learnable contrastive temperature, initial value and clamp range.
@@ -103,7 +97,7 @@ class LangCellConfig:
       nearly uniform and the ``<cls>`` state is almost the same for every cell.
     """
 
-    cell: dict[str, Any] = field(default_factory=dict)
+    cell: CellEncoderConfig = field(default_factory=CellEncoderConfig)
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     embed_dim: int = 256
     attn_implementation: str = "sdpa"
@@ -119,7 +113,8 @@ class LangCellConfig:
             raise LangCellInputError(
                 f"Unknown cell_pooling {self.cell_pooling!r}.", f"Use one of {CELL_POOLINGS}."
             )
-        self.cell = cell_bert_dict(self.cell)
+        if not isinstance(self.cell, CellEncoderConfig):
+            self.cell = CellEncoderConfig.from_dict(self.cell)
         if isinstance(self.text, Mapping):
             self.text = TextEncoderConfig.from_dict(self.text)
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -127,10 +122,10 @@ class LangCellConfig:
                 f"Unknown attn_implementation {self.attn_implementation!r}.",
                 f"Use one of {ATTN_IMPLEMENTATIONS}.",
             )
-        if self.text.encoder_width != self.cell["hidden_size"]:
+        if self.text.encoder_width != self.cell.hidden_size:
             raise LangCellInputError(
                 f"Text cross-attention reads cell states of width {self.text.encoder_width}, but the "
-                f"cell encoder's hidden_size is {self.cell['hidden_size']}.",
+                f"cell encoder's hidden_size is {self.cell.hidden_size}.",
                 "Set text.encoder_width to the cell hidden_size.",
             )
         if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
@@ -141,13 +136,11 @@ class LangCellConfig:
 
     def cell_bert_config(self) -> BertConfig:
         """The HF ``BertConfig`` of the cell encoder, with the chosen attention implementation."""
-        return BertConfig(**self.cell, attn_implementation=self.attn_implementation)
+        return self.cell.bert_config(self.attn_implementation)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict; ``from_dict(to_dict())`` rebuilds an equal config."""
-        data = asdict(self)
-        data["cell"] = dict(self.cell)
-        return data
+        """JSON-able dict (towers as dicts); ``from_dict(to_dict())`` rebuilds an equal config."""
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "LangCellConfig":

@@ -16,17 +16,19 @@ from lightning_langcell.models.cell_encoder import (
     set_attn_implementation,
     set_hf_gradient_checkpointing,
 )
+from lightning_langcell.models.checkpoint_io import CheckpointMethods
 from lightning_langcell.models.config import ATTN_IMPLEMENTATIONS, LangCellConfig
 from lightning_langcell.models.matcher import MatchHead
 from lightning_langcell.models.text_encoder import CrossKV, TextEncoder, init_bert_weights
 
 
-class LangCellModel(nn.Module):
+class LangCellModel(CheckpointMethods, nn.Module):
     """The two-tower LangCell model with its fusion matcher and gene-prediction head.
 
     Submodules: ``cell_bert`` (HF ``BertModel``, no pooler), ``text_bert`` (``TextEncoder``),
     ``cell_proj`` Linear(Hc → E), ``text_proj`` Linear(Ht → E), ``ctm_head`` Linear(Ht → 2),
     ``mgm_head`` (``MaskedGeneHead``) and the learnable temperature ``temp`` (use ``temperature()``).
+    ``from_pretrained`` / ``save_pretrained`` / ``export_official`` come from ``CheckpointMethods``.
     """
 
     def __init__(self, config: LangCellConfig):
@@ -51,29 +53,6 @@ class LangCellModel(nn.Module):
             head.apply(init)
         if config.gradient_checkpointing:
             self.set_gradient_checkpointing(True)
-
-    # -- checkpoints (implemented in lightning_langcell.hub; imported lazily) ---------------------
-    @classmethod
-    def from_pretrained(cls, name_or_path, trust_pickle: bool = False, **kwargs) -> "LangCellModel":
-        """Load any supported checkpoint (our folder, official layout, Geneformer 30M, Lightning .ckpt)
-        or registered name; see ``lightning_langcell.hub.loading.load_model``. Returns eval mode."""
-        from lightning_langcell.hub.loading import load_model
-
-        return load_model(name_or_path, trust_pickle, **kwargs)
-
-    def save_pretrained(self, directory, text_tokenizer=None, gene_vocabulary=None, overwrite: bool = False,
-                        model_card: str | None = None):
-        """Write our format (config, safetensors, gene vocabulary, text tokenizer); returns the folder.
-        See ``lightning_langcell.hub.pretrained.save_pretrained``."""
-        from lightning_langcell.hub.pretrained import save_pretrained
-
-        return save_pretrained(self, directory, text_tokenizer, gene_vocabulary, overwrite, model_card)
-
-    def export_official(self, directory, overwrite: bool = False):
-        """Write the released LangCell layout; returns the folder (``hub.official.export_official``)."""
-        from lightning_langcell.hub.official import export_official
-
-        return export_official(self, directory, overwrite)
 
     # -- configuration switches -------------------------------------------------------------
     def set_attn_implementation(self, implementation: str) -> None:

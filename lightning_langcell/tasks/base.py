@@ -49,9 +49,9 @@ def build_model(
         if text_init is not None:
             from lightning_langcell.hub.bert_init import load_bert_into_text_encoder, text_config_from_bert
 
-            config.text = text_config_from_bert(text_init, config.cell["hidden_size"], vocab)
+            config.text = text_config_from_bert(text_init, config.cell.hidden_size, vocab)
             built = LangCellModel(config)
-            print(load_bert_into_text_encoder(built.text_bert, text_init))
+            load_bert_into_text_encoder(built.text_bert, text_init)  # logs its LoadReport
         else:
             built = LangCellModel(config)
     if attn_implementation is not None:

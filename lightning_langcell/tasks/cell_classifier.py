@@ -65,8 +65,8 @@ class CellTypeClassifier(CellClassificationTask):
         self.cell_bert = langcell.cell_bert
         self.cell_proj = langcell.cell_proj if features == "embedding" else None
         self.pooling = "cls" if features == "cls" else langcell.config.cell_pooling
-        self.feature_size = langcell.config.embed_dim if self.cell_proj else langcell.config.cell["hidden_size"]
-        self.init_std = float(langcell.config.cell.get("initializer_range", 0.02))
+        self.feature_size = langcell.config.embed_dim if self.cell_proj else langcell.config.cell.hidden_size
+        self.init_std = float(langcell.config.cell.initializer_range)
         self.freeze_encoder = freeze_encoder
         self.dropout = nn.Dropout(head_dropout)
         self.head: nn.Linear | None = None

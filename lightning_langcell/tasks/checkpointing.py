@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_langcell.hub.lightning_ckpt import CKPT_CONFIG_KEY, CKPT_FORMAT_KEY
-from lightning_langcell.hub.pretrained import FORMAT_VERSION
+from lightning_langcell.hub.pretrained import CHECKPOINT_FORMAT_VERSION
 
 
 class LangCellCheckpointMixin:
@@ -21,5 +21,5 @@ class LangCellCheckpointMixin:
         model = getattr(self, "model", None)
         if model is not None and hasattr(model, "config"):
             checkpoint[CKPT_CONFIG_KEY] = model.config.to_dict()
-            checkpoint[CKPT_FORMAT_KEY] = FORMAT_VERSION
+            checkpoint[CKPT_FORMAT_KEY] = CHECKPOINT_FORMAT_VERSION
         super().on_save_checkpoint(checkpoint)

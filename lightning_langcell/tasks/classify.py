@@ -22,15 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lightning_langcell.data.masking import IGNORE_INDEX
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.metrics import classification_metric_collection
 from lightning_langcell.models import LangCellModel
 from lightning_langcell.tasks.base import LangCellTask
-from lightning_langcell.tasks.metrics import (
-    IGNORE_INDEX,
-    cells_per_class,
-    classification_metrics,
-    write_results,
-)
+from lightning_langcell.tasks.metrics import cells_per_class, write_results
 
 CHECKPOINT_KEY = "cell_classes"
 
@@ -103,8 +100,8 @@ class CellClassificationTask(LangCellTask, ABC):
         self.class_texts = [str(text) for text in class_texts]
         self.configure_classes(self.classes, self.class_texts)
         if self.val_metrics is None:
-            self.val_metrics = classification_metrics(len(classes), prefix="val/")
-            self.test_metrics = classification_metrics(len(classes), prefix="test/")
+            self.val_metrics = classification_metric_collection(len(classes), prefix="val/")
+            self.test_metrics = classification_metric_collection(len(classes), prefix="test/")
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -1,14 +1,6 @@
-"""Cell-type classification metrics (torchmetrics) and the results files of a test run.
+"""The results files of a classification test run (JSON summary, per-cell predictions CSV).
 
-The four numbers reported by every classification task, over cells with a known label
-(targets equal to ``IGNORE_INDEX`` are skipped):
-
-- ``accuracy``: fraction of cells predicted correctly (micro average);
-- ``balanced_accuracy``: mean recall over the classes present in the targets (as
-  ``sklearn.metrics.balanced_accuracy_score``; a class that is predicted but never a target
-  does not count, unlike torchmetrics' macro recall);
-- ``macro_f1``: unweighted mean F1 over the classes that occur in targets or predictions;
-- ``weighted_f1``: F1 averaged with the number of target cells of each class as weight.
+The metrics themselves are :mod:`lightning_langcell.inference.metrics` (shared with inference).
 """
 
 from __future__ import annotations
@@ -22,43 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from lightning_langcell.io_utils import atomic_file
-
-IGNORE_INDEX = -100
-METRIC_NAMES = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
-
-
-class BalancedAccuracy(MulticlassConfusionMatrix):
-    """Mean per-class recall over the classes that occur in the targets (a scalar tensor).
-
-    Accumulates a confusion matrix (summed across ranks), so it is exact under DDP.
-    ``update(preds, target)`` takes class indices [N] or scores [N, C] and targets [N].
-    """
-
-    def compute(self) -> torch.Tensor:
-        matrix = super().compute().double()  # [C, C], rows = target class
-        support = matrix.sum(dim=1)
-        present = support > 0
-        if not bool(present.any()):
-            return torch.tensor(0.0, device=matrix.device)
-        return (matrix.diagonal()[present] / support[present]).mean().float()
-
-
-def classification_metrics(num_classes: int, prefix: str = "") -> MetricCollection:
-    """The four metrics of :data:`METRIC_NAMES` for ``num_classes`` classes, keys ``prefix + name``."""
-    common = {"num_classes": num_classes, "ignore_index": IGNORE_INDEX}
-    return MetricCollection(
-        {
-            "accuracy": MulticlassAccuracy(average="micro", **common),
-            "balanced_accuracy": BalancedAccuracy(**common),
-            "macro_f1": MulticlassF1Score(average="macro", **common),
-            "weighted_f1": MulticlassF1Score(average="weighted", **common),
-        },
-        prefix=prefix,
-    )
 
 
 def cells_per_class(labels: np.ndarray, classes: Sequence[str]) -> dict[str, int]:

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_langcell.inference.annotate import build_scorer, load_zero_shot_model, zero_shot_info
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
-from lightning_langcell.inference.metrics import classification_metrics, confusion_matrix, confusion_matrix_figure
+from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, checked_datamodule, log_metrics
@@ -110,7 +110,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         info = zero_shot_info(candidates, pl_module.scorer, datamodule.hparams.label_column, len(rows["index"]),
                               len(datamodule.corpus), str(pl_module.hparams.checkpoint))
         if (rows["target"] >= 0).any():
-            info["metrics"] = classification_metrics(rows["target"], predictions, len(candidates))
+            info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
             self._log(trainer, info["metrics"], confusion_matrix(rows["target"], predictions, len(candidates)),
                       candidates.names)
         pl_module.results = info

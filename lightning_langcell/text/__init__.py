@@ -11,7 +11,7 @@ from lightning_langcell.text.ontology import Ontology, OntologyTerm, normalize_l
 from lightning_langcell.text.text_tokenizer import (
     BLIP_BOS_TOKEN,
     BLIP_ENCODER_TOKEN,
-    SPECIAL_TOKENS,
+    TEXT_SPECIAL_TOKENS,
     TEXT_MAX_LENGTH,
     load_text_tokenizer,
     text_length_check,
@@ -20,7 +20,7 @@ from lightning_langcell.text.text_tokenizer import (
 
 __all__ = [
     "ASPECTS", "ASPECT_NAMES", "BLIP_BOS_TOKEN", "BLIP_ENCODER_TOKEN", "CellTextBuilder",
-    "Ontology", "OntologyTerm", "SPECIAL_TOKENS", "TEXT_MAX_LENGTH", "TextAspect",
+    "Ontology", "OntologyTerm", "TEXT_SPECIAL_TOKENS", "TEXT_MAX_LENGTH", "TextAspect",
     "load_text_tokenizer", "normalize_label", "normalize_term_id", "text_length_check",
     "text_segment", "tokenize_texts",
 ]

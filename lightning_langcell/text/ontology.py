@@ -15,14 +15,11 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
-from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-from lightning_langcell.errors import LangCellInputError
 
 RESOURCE_PACKAGE = "lightning_langcell.text"
 BUNDLED_ONTOLOGIES = ("CL", "UBERON", "MONDO")
@@ -104,14 +101,6 @@ class Ontology:
         """The ontology subset shipped with the package (cached; files read lazily)."""
         return cls({prefix: functools.partial(cls._read_bundled, prefix)
                     for prefix in BUNDLED_ONTOLOGIES})
-
-    @classmethod
-    def from_files(cls, paths: Iterable[str | os.PathLike]) -> "Ontology":
-        """Read resource files in the bundled format (e.g. a fuller subset you built)."""
-        ontology = cls({})
-        for path in paths:
-            ontology._add_payload(_read_payload(Path(path)))
-        return ontology
 
     @staticmethod
     def _read_bundled(prefix: str) -> dict:
@@ -200,18 +189,3 @@ class Ontology:
     def __len__(self) -> int:
         return sum(len(self._terms_of(prefix)) for prefix in self.prefixes)
 
-
-def _read_payload(path: Path) -> dict:
-    if not path.is_file():
-        raise LangCellInputError(
-            f"Ontology file {path} does not exist.",
-            "Pass a file written by scripts/build_ontology_subset.py.")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        payload = json.load(handle)
-    missing = {"ontology", "id", "label", "definition", "synonyms"} - set(payload)
-    if missing:
-        raise LangCellInputError(
-            f"Ontology file {path} lacks the fields {sorted(missing)}.",
-            "Rebuild it with scripts/build_ontology_subset.py.")
-    return payload

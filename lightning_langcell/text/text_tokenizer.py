@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, BertTokenizerFast, PreTrainedTokenizerBa
 
 from lightning_langcell.errors import LangCellInputError
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, PubMedBERT order
+TEXT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4, PubMedBERT order
 BLIP_BOS_TOKEN = "[DEC]"  # added by the official code as bos_token (id = vocab size)
 BLIP_ENCODER_TOKEN = "[ENC]"  # added as an additional special token (id = vocab size + 1)
 TEXT_MAX_LENGTH = 512  # position embeddings of the BiomedBERT-shaped text encoder

@@ -104,7 +104,7 @@ def test_geneformer_v2_dictionary_is_refused(geneformer_dir, tmp_path):
 
 
 def test_text_arguments_only_apply_to_geneformer(official_dir, tiny_bert_dir):
-    with pytest.raises(CheckpointError, match="only apply to Geneformer folders"):
+    with pytest.raises(CheckpointError, match="apply only to checkpoints in format 'geneformer'"):
         load_model(official_dir, text_source=tiny_bert_dir)
 
 
@@ -182,5 +182,5 @@ def test_convert_geneformer_with_a_text_source(geneformer_dir, official_dir, tmp
     main(["convert", str(geneformer_dir), str(tmp_path / "ours"), "--text-source", str(official_dir),
           "--text-tokenizer", str(official_dir / "tokenizer")])
     model = load_model(tmp_path / "ours")
-    assert model.config.text.vocab_size == 1575 and model.config.cell["vocab_size"] == 25427
+    assert model.config.text.vocab_size == 1575 and model.config.cell.vocab_size == 25427
     assert len(load_text_tokenizer_for(tmp_path / "ours")) == 1573

@@ -11,6 +11,7 @@ from lightning_langcell.hub.loading import load_model
 from lightning_langcell.hub.registry import (
     cache_dir,
     file_sha256s,
+    format_pretrained,
     get_entry,
     list_pretrained,
     load_registry,
@@ -35,7 +36,7 @@ def _extra_registry(tmp_path, monkeypatch, entries):
     return path
 
 
-def test_registry_lists_every_source_with_licence_and_files(capsys):
+def test_registry_lists_every_source_with_licence_and_files(capsys, caplog):
     entries = load_registry()
     assert {"langcell", "geneformer-12l-30m", "geneformer-6l-30m", "biomedbert", "all-minilm-l6-v2",
             "langcell-tiny-bundled"} <= set(entries)
@@ -49,11 +50,13 @@ def test_registry_lists_every_source_with_licence_and_files(capsys):
     assert entries["langcell-tiny-bundled"].repo_path == "checkpoints/langcell-tiny-bundled"
     for entry in entries.values():
         assert entry.purpose and entry.licence and entry.source and entry.files
-    rows = list_pretrained(verbose=True)
+    with caplog.at_level("INFO", logger="lightning_langcell.hub.registry"):
+        rows = list_pretrained(verbose=True)
     assert [row["name"] for row in rows] == list(entries)
     assert all(row["local_path"] is None for row in rows if row["name"] in ("langcell", "geneformer-12l-30m"))
-    printed = capsys.readouterr().out
-    assert "geneformer-12l-30m" in printed and str(cache_dir()) in printed
+    assert capsys.readouterr().out == ""  # the library prints nothing; the table goes to the log
+    table = format_pretrained(rows)
+    assert "geneformer-12l-30m" in table and str(cache_dir()) in table and table in caplog.text
 
 
 def test_missing_release_fails_offline_naming_source_and_exact_folder(isolated_home):
@@ -83,7 +86,7 @@ def test_explicit_path_wins_over_a_registered_name(official_dir, tmp_path, monke
     local = _copy_layout(official_dir, tmp_path / "work" / "langcell")
     monkeypatch.chdir(tmp_path / "work")
     model = load_model("langcell")  # the folder ./langcell, not the (empty) cache
-    assert model.config.cell["hidden_size"] == 32 and local.is_dir()
+    assert model.config.cell.hidden_size == 32 and local.is_dir()
 
 
 def test_sha256_is_verified_against_the_registry(official_dir, isolated_home, tmp_path, monkeypatch):
@@ -137,7 +140,7 @@ def test_geneformer_is_found_in_the_hf_cache(geneformer_dir, tmp_path):
                                  "gf-12L-30M-i2048", ["config.json", "pytorch_model.bin"])
     assert resolve_pretrained("geneformer-12l-30m") == snapshot
     model = load_model("geneformer-12l-30m")
-    assert model.config.cell["vocab_size"] == 25427 and model.config.cell["hidden_size"] == 32
+    assert model.config.cell.vocab_size == 25427 and model.config.cell.hidden_size == 32
 
 
 def test_text_encoder_is_found_in_an_installed_package(tiny_bert_dir, tmp_path, monkeypatch):
@@ -165,4 +168,4 @@ def test_our_bundled_checkpoint_resolves_from_the_repository(repo_root):
         pytest.skip("checkpoints/langcell-tiny-bundled/ is not in this checkout yet")
     assert resolve_pretrained("langcell-tiny-bundled") == folder
     model = load_model("langcell-tiny-bundled")
-    assert model.config.cell["vocab_size"] == 25427 and not model.training
+    assert model.config.cell.vocab_size == 25427 and not model.training

@@ -19,7 +19,7 @@ def test_loads_by_name_offline_with_verified_files():
     from lightning_langcell import load_model
 
     model = load_model("langcell-tiny-bundled")
-    assert model.config.cell_pooling == "mean" and model.config.cell["num_hidden_layers"] == 2
+    assert model.config.cell_pooling == "mean" and model.config.cell.num_hidden_layers == 2
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(2.5e6, rel=0.05)
 
 

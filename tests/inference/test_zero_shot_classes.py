@@ -8,7 +8,7 @@ import pytest
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
-from lightning_langcell.inference.metrics import classification_metrics, confusion_matrix, confusion_matrix_figure
+from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 
 B_CELL = "cell type: B cell. A lymphocyte of B lineage that is capable of B cell mediated immunity.; "
 
@@ -64,7 +64,7 @@ def test_truth_matches_by_name_case_and_ontology():
 def test_metrics_values_on_a_constructed_example():
     target = np.array([0, 0, 0, 1, 1, 2, -1, 2])  # -1: truth not among the candidates, not counted
     preds = np.array([0, 0, 1, 1, 3, 2, 0, 0])  # class 3 predicted but never true
-    metrics = classification_metrics(target, preds, 4)
+    metrics = classification_scores(target, preds, 4)
     # per class (0, 1, 2, 3): precision 2/3, 1/2, 1, 0; recall 2/3, 1/2, 1/2, -; F1 2/3, 1/2, 2/3, 0
     assert metrics["accuracy"] == pytest.approx(4 / 7)
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1 / 2) / 3)
@@ -73,7 +73,7 @@ def test_metrics_values_on_a_constructed_example():
     assert (metrics["n_evaluated"], metrics["n_not_evaluated"]) == (7, 1)
     matrix = confusion_matrix(target, preds, 4)
     assert matrix.tolist() == [[2, 1, 0, 0], [0, 1, 0, 1], [1, 0, 1, 0], [0, 0, 0, 0]]
-    assert np.isnan(classification_metrics(np.array([-1]), np.array([0]), 2)["accuracy"])
+    assert np.isnan(classification_scores(np.array([-1]), np.array([0]), 2)["accuracy"])
 
 
 def test_confusion_matrix_figure():

@@ -40,7 +40,7 @@ def test_presets_have_the_documented_shapes():
     text = LangCellConfig.preset("langcell").text
     assert (text.hidden_size, text.num_hidden_layers, text.encoder_width) == (768, 12, 512)
     tiny = LangCellConfig.preset("tiny")
-    assert (tiny.cell["num_hidden_layers"], tiny.cell["hidden_size"], tiny.cell["intermediate_size"]) == (2, 64, 128)
+    assert (tiny.cell.num_hidden_layers, tiny.cell.hidden_size, tiny.cell.intermediate_size) == (2, 64, 128)
     assert tiny.text.encoder_width == 64 and tiny.embed_dim == 256
     # Changing the cell width follows through to the text cross-attention.
     assert LangCellConfig.preset("tiny", cell={"hidden_size": 32}).text.encoder_width == 32

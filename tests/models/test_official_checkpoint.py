@@ -98,7 +98,7 @@ def test_cell_vocabulary_without_cls_row_gets_the_mean_row(official_copy):
     (official_copy / "cell_bert/config.json").write_text(json.dumps(config))
     model, report = load_official_with_report(official_copy)
     loaded = model.cell_bert.embeddings.word_embeddings.weight
-    assert loaded.shape[0] == 25427 and model.config.cell["vocab_size"] == 25427
+    assert loaded.shape[0] == 25427 and model.config.cell.vocab_size == 25427
     assert torch.equal(loaded[:25426], table[:25426])
     torch.testing.assert_close(loaded[25426], table[:25426].mean(0))
     assert any("<cls>" in note for note in report.notes)

@@ -7,13 +7,9 @@ import pytest
 import torch
 from classification_checks import reference_metrics
 
-from lightning_langcell.tasks.metrics import (
-    IGNORE_INDEX,
-    METRIC_NAMES,
-    cells_per_class,
-    classification_metrics,
-    write_results,
-)
+from lightning_langcell.data.masking import IGNORE_INDEX
+from lightning_langcell.inference.metrics import METRIC_NAMES, classification_metric_collection
+from lightning_langcell.tasks.metrics import cells_per_class, write_results
 
 
 def _random_predictions(seed: int, n: int = 300, classes: int = 6):
@@ -27,7 +23,7 @@ def _random_predictions(seed: int, n: int = 300, classes: int = 6):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_metrics_equal_their_definitions_in_batches(seed):
     labels, predictions = _random_predictions(seed)
-    metrics = classification_metrics(6, prefix="test/")
+    metrics = classification_metric_collection(6, prefix="test/")
     for chunk in np.array_split(np.arange(len(labels)), 7):  # accumulate like an epoch of batches
         metrics.update(torch.as_tensor(predictions[chunk]), torch.as_tensor(labels[chunk]))
     values = {name.removeprefix("test/"): value.item() for name, value in metrics.compute().items()}
@@ -55,7 +51,7 @@ def test_unlabelled_cells_are_ignored():
     labels, predictions = _random_predictions(3)
     with_unknown = labels.copy()
     with_unknown[::5] = IGNORE_INDEX
-    metrics = classification_metrics(6)
+    metrics = classification_metric_collection(6)
     metrics.update(torch.as_tensor(predictions), torch.as_tensor(with_unknown))
     known = with_unknown != IGNORE_INDEX
     expected = reference_metrics(labels[known], predictions[known])
@@ -67,7 +63,7 @@ def test_balanced_accuracy_is_mean_recall_over_target_classes():
     # class 0: 2 of 4 right; class 1: 1 of 1 right; class 2 only predicted (not a target).
     labels = torch.tensor([0, 0, 0, 0, 1])
     predictions = torch.tensor([0, 0, 2, 2, 1])
-    metrics = classification_metrics(3)
+    metrics = classification_metric_collection(3)
     metrics.update(predictions, labels)
     values = {k: v.item() for k, v in metrics.compute().items()}
     assert values["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
