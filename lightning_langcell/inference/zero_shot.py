@@ -31,9 +31,8 @@ Top-k mode (``top_k=k``): the matcher runs only on the k classes with the highes
 probability of each cell. The class softmax still runs over all C classes, each class the
 matcher did not score standing in with the candidates' mean ``exp(match probability)`` (the
 softmax numerator): CTM sums to 1 and keeps the scale it has in exact mode, so the CTC/CTM
-balance set by alpha is kept. (A softmax over the k candidates alone inflates the CTM
-differences roughly C/k-fold; on real PBMCs with a trained checkpoint it agreed with exact mode
-on 93% of cells at k=2 against 99% with the stand-in.) The prediction is always a candidate.
+balance set by alpha is kept (a softmax over the k candidates alone would inflate the CTM
+differences roughly C/k-fold). The prediction is always a candidate.
 ``k = C`` gives exactly the exact-mode results; ``k = 1`` needs no matcher pass (every class
 then gets CTM 1/C): the prediction is the CTC argmax.
 """
