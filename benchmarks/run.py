@@ -10,7 +10,7 @@
   file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
-  every top-k on 300 real PBMCs with the shipped trained checkpoint (``--quick``: the zero-shot
+  every top-k on 300 never-seen PBMCs (pbmc3k) with the shipped trained checkpoint (``--quick``: the zero-shot
   benchmark's tiny model). Each benchmark's ``scaling`` lists go to the JSON, tables and
   ``plots/speed_scaling.png``.
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits and config.
@@ -40,7 +40,7 @@ SPEED_ARGS = {
     "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1",
                                 "--lengths", "128,1024", "--scaling-steps", "1"],
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
-                            "--bf16", "--real-data", "data/cells/pbmc68k_reduced.h5ad", "--real-cells", "300",
+                            "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",
                             "--real-model", "checkpoints/langcell-tiny-bundled"],
 }
 SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows

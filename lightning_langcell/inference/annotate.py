@@ -29,7 +29,6 @@ from lightning_langcell.inference.classes import (
     obs_labels,
     truth_indices,
 )
-from lightning_langcell.inference.cpu_memory import retained_cpu_memory
 from lightning_langcell.inference.metrics import classification_scores
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
@@ -129,13 +128,12 @@ def score_cells(scorer: ZeroShotScorer, tokens: list[np.ndarray], batch_size: in
     order = np.argsort([-len(t) for t in tokens], kind="stable")  # longest first: least padding
     probabilities = np.empty((len(tokens), len(scorer.classes)), dtype=np.float32)
     embeddings = np.empty((len(tokens), int(scorer.model.config.embed_dim)), dtype=np.float32)
-    with retained_cpu_memory(device, scorer.retain_memory):  # freed memory reused across batches
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            input_ids, attention_mask = pad_token_lists([tokens[i] for i in batch], CLS_ID, max_length)
-            out = scorer(input_ids.to(device), attention_mask.to(device))
-            probabilities[batch] = out.final_probs.float().cpu().numpy()
-            embeddings[batch] = out.cell_embedding.float().cpu().numpy()
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        input_ids, attention_mask = pad_token_lists([tokens[i] for i in batch], CLS_ID, max_length)
+        out = scorer(input_ids.to(device), attention_mask.to(device))
+        probabilities[batch] = out.final_probs.float().cpu().numpy()
+        embeddings[batch] = out.cell_embedding.float().cpu().numpy()
     return probabilities, embeddings
 
 

@@ -8,7 +8,9 @@ Scores (the released recipe, see :mod:`lightning_langcell.models.zero_shot_score
 - final = ``alpha · CTC + (1 − alpha) · CTM`` (alpha 0.1); prediction = argmax. ``alpha = 1``
   skips the matcher entirely.
 
-Exact mode computes the same numbers as the official per-class loop, but:
+Exact mode computes the same numbers as the official per-class loop, but through the text
+encoder's inference options (:mod:`lightning_langcell.models.text_encoder`; this module only calls
+the model):
 
 - the cell states' cross-attention key/value are projected once per cell batch and layer
   (``precompute_cross_kv``) and reused for every class;
@@ -20,7 +22,7 @@ Exact mode computes the same numbers as the official per-class loop, but:
   self-attention core is computed per text, on its slice of the packed tokens (every cell with
   the same classes, as in exact mode) or in a padded ``[B·K, L, H]`` view (top-k);
 - the first layer's cross-attention query is projected once per class, not per pair;
-- the FFN runs in two halves of its intermediate width (same numbers up to rounding, faster);
+- the FFN runs in chunks of its intermediate width (same numbers up to rounding, faster);
 - the last layer runs only for the ``[CLS]`` position (the matcher reads nothing else).
 
 The class texts themselves (CTC) go through the same packed pass without cross-attention.
@@ -29,9 +31,8 @@ Top-k mode (``top_k=k``): the matcher runs only on the k classes with the highes
 probability of each cell. The class softmax still runs over all C classes, each class the
 matcher did not score standing in with the candidates' mean ``exp(match probability)`` (the
 softmax numerator): CTM sums to 1 and keeps the scale it has in exact mode, so the CTC/CTM
-balance set by alpha is kept. (A softmax over the k candidates alone inflates the CTM
-differences roughly C/k-fold; on real PBMCs with a trained checkpoint it agreed with exact mode
-on 93% of cells at k=2 against 99% with the stand-in.) The prediction is always a candidate.
+balance set by alpha is kept (a softmax over the k candidates alone would inflate the CTM
+differences roughly C/k-fold). The prediction is always a candidate.
 ``k = C`` gives exactly the exact-mode results; ``k = 1`` needs no matcher pass (every class
 then gets CTM 1/C): the prediction is the CTC argmax.
 """
@@ -44,10 +45,8 @@ from dataclasses import dataclass
 import torch
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.cpu_linear import ACTIVATIONS, PackedCpuLinear, packed_cpu_linear
-from lightning_langcell.inference.cpu_memory import retained_cpu_memory
 from lightning_langcell.models.langcell import LangCellModel
-from lightning_langcell.models.text_encoder import CrossKV, cell_cross_attention_mask, text_self_attention_mask
+from lightning_langcell.models.text_encoder import CrossKV, TextPrefix
 from lightning_langcell.models.zero_shot_scores import (
     OFFICIAL_ALPHA,
     OFFICIAL_TEMPERATURE,
@@ -76,15 +75,14 @@ class ClassTexts:
 def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ClassTexts:
     """Embed C class texts once (inference; equal to ``model.encode_texts`` one by one within ~1e-6).
 
-    The texts run packed without padding (:func:`packed_text_pass`, last layer on ``[CLS]`` only),
-    and their :class:`TextPrefix` is kept for the matcher.
+    The texts run packed without padding (the text encoder's ``text_prefix``/``candidates``
+    options, last layer on ``[CLS]`` only), and their :class:`TextPrefix` is kept for the matcher.
     """
     if input_ids.ndim != 2 or input_ids.shape[0] == 0:
         raise LangCellInputError("No class texts to score against.", "Give at least one candidate class.")
-    prefix = text_prefix(model, input_ids, attention_mask)
+    prefix = model.text_bert.text_prefix(input_ids, attention_mask)
     everything = torch.arange(input_ids.shape[0], device=input_ids.device)[None]
-    with retained_cpu_memory(input_ids.device), packed_cpu_linear(input_ids.device):
-        cls_hidden = packed_text_pass(model, prefix, everything)[0]
+    cls_hidden = model.text_bert(mode="text", text_prefix=prefix, candidates=everything)[0]
     return ClassTexts(input_ids, attention_mask, model.text_embedding(cls_hidden), prefix)
 
 
@@ -135,212 +133,6 @@ def candidate_argmax(final_probs: torch.Tensor, candidates: torch.Tensor) -> tor
 
 
 # ------------------------------------------------------------------------- fused text pass
-FFN_CHUNK = 1536  # intermediate columns per feed-forward chunk in the fused pass (see _feed_forward)
-
-
-@dataclass(frozen=True)
-class TextPrefix:
-    """Cell-independent start of the text pass for C texts: embeddings + layer-0 self-attention.
-
-    ``hidden`` [C, L, H] (padded), ``self_mask`` additive [C, 1, 1, L], ``lengths`` [C] real tokens.
-    With a one-layer encoder ``hidden`` holds only the ``[CLS]`` position.
-    """
-
-    hidden: torch.Tensor
-    self_mask: torch.Tensor
-    lengths: torch.Tensor
-
-
-def _self_attention(layer, hidden: torch.Tensor, mask: torch.Tensor, cls_only: bool) -> torch.Tensor:
-    """Layer self-attention sub-block on padded texts [N, L, H] → [N, L or 1, H]."""
-    queries = hidden[:, :1] if cls_only else hidden
-    return layer.attention(queries, layer.attention.self.key_value(hidden), mask)
-
-
-@torch.no_grad()
-def text_prefix(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextPrefix:
-    """The :class:`TextPrefix` of class texts [C, L] (1/0 mask)."""
-    text_bert = model.text_bert
-    hidden = text_bert.embeddings(input_ids)
-    self_mask = text_self_attention_mask(attention_mask, hidden.dtype)
-    first = text_bert.encoder.layer[0]
-    hidden = _self_attention(first, hidden, self_mask, cls_only=len(text_bert.encoder.layer) == 1)
-    return TextPrefix(hidden, self_mask, attention_mask.sum(dim=1))
-
-
-@dataclass(frozen=True)
-class _PackedLayout:
-    """Where each (cell b, candidate k) text token sits in the packed [N, T] view.
-
-    ``segments``: (offset, length) of candidate k's text when every cell has the same candidates
-    (then N = 1 until the first cross-attention, as nothing before it depends on the cell, and
-    each text's self-attention runs on a slice of T); else None and the self-attention core runs
-    on a padded [B·K, L] view through ``packed``/``padded``.
-    """
-
-    packed: torch.Tensor  # flat index b·T + offset + j of every real token
-    padded: torch.Tensor  # flat index (b·K + k)·L + j of the same tokens
-    source: torch.Tensor  # flat index c·L + j into the class prefix
-    cls: torch.Tensor  # flat packed index of each pair's [CLS], [B·K]
-    width: int  # T
-    segments: tuple[tuple[int, int], ...] | None
-
-
-def _packed_layout(candidates: torch.Tensor, lengths: torch.Tensor, max_length: int) -> _PackedLayout:
-    if bool((candidates == candidates[:1]).all()):
-        candidates = candidates[:1]
-        pair_lengths = lengths[candidates[0]].tolist()
-        offsets = [sum(pair_lengths[:k]) for k in range(len(pair_lengths))]
-        segments = tuple(zip(offsets, pair_lengths))
-    else:
-        segments = None
-    n_cells, k = candidates.shape
-    pair_lengths = lengths[candidates]  # [B, K]
-    offsets = torch.cumsum(pair_lengths, dim=1) - pair_lengths
-    width = int(pair_lengths.sum(dim=1).max())
-    position = torch.arange(max_length, device=candidates.device)
-    real = position < pair_lengths[..., None]  # [B, K, L]
-    cell = torch.arange(n_cells, device=candidates.device)[:, None, None]
-    pair = torch.arange(n_cells * k, device=candidates.device).view(n_cells, k, 1)
-    packed = (cell * width + offsets[..., None] + position)[real]
-    padded = (pair * max_length + position)[real]
-    source = (candidates[..., None] * max_length + position)[real]
-    cls = (cell[..., 0] * width + offsets).reshape(-1)
-    return _PackedLayout(packed, padded, source, cls, width, segments)
-
-
-def _pad(states: torch.Tensor, layout: _PackedLayout, pairs: int, max_length: int) -> torch.Tensor:
-    """Packed [B, T, D] → padded [pairs, L, D] (zeros at padding)."""
-    out = states.new_zeros(pairs * max_length, states.shape[-1])
-    out[layout.padded] = states.reshape(-1, states.shape[-1])[layout.packed]
-    return out.view(pairs, max_length, -1)
-
-
-def _unpad(states: torch.Tensor, layout: _PackedLayout, n_cells: int) -> torch.Tensor:
-    """Padded [pairs, L, D] → packed [B, T, D] (zeros at the unused tail)."""
-    out = states.new_zeros(n_cells * layout.width, states.shape[-1])
-    out[layout.packed] = states.reshape(-1, states.shape[-1])[layout.padded]
-    return out.view(n_cells, layout.width, -1)
-
-
-def _segment_attention(projections, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                       segments, cls_only: bool) -> torch.Tensor:
-    """Each text's attention core over its own slice of the packed projections [N, T, H], with no
-    padding and no mask; ``query`` holds one [CLS] row per text with ``cls_only``."""
-    context = torch.empty_like(query)
-    for k, (start, length) in enumerate(segments):
-        rows = slice(k, k + 1) if cls_only else slice(start, start + length)
-        keys = slice(start, start + length)
-        out = torch.nn.functional.scaled_dot_product_attention(
-            projections.split_heads(query[:, rows]), projections.split_heads(key[:, keys]),
-            projections.split_heads(value[:, keys]))
-        context[:, rows] = out.transpose(1, 2).flatten(2)
-    return context
-
-
-def _packed_self_attention(layer, hidden: torch.Tensor, layout: _PackedLayout, self_mask: torch.Tensor,
-                           max_length: int, cls_only: bool) -> torch.Tensor:
-    """Self-attention sub-block of every text over its own tokens, from packed states [N, T, H].
-
-    Projections run packed; the attention core runs per text slice (``layout.segments``) or on the
-    padded per-text view. Returns the packed states [N, T, H], or with ``cls_only`` the ``[CLS]``
-    states [N, K, H] (K texts per cell).
-    """
-    projections = layer.attention.self
-    key, value = projections.key(hidden), projections.value(hidden)
-    if cls_only and layout.segments is not None:
-        residual = hidden[:, layout.cls]  # the same offsets in every row
-    elif cls_only:
-        residual = hidden.reshape(-1, hidden.shape[-1])[layout.cls].view(hidden.shape[0], -1, hidden.shape[-1])
-    else:
-        residual = hidden
-    query = projections.query(residual)
-    if layout.segments is not None:
-        context = _segment_attention(projections, query, key, value, layout.segments, cls_only)
-        return layer.attention.output(context, residual)
-    pairs = self_mask.shape[0]
-    key, value = (_pad(states, layout, pairs, max_length) for states in (key, value))
-    if not cls_only:
-        query = _pad(query, layout, pairs, max_length)
-    else:
-        query = query.reshape(pairs, 1, -1)
-    context = torch.nn.functional.scaled_dot_product_attention(
-        projections.split_heads(query), projections.split_heads(key), projections.split_heads(value),
-        attn_mask=self_mask,
-    ).transpose(1, 2).flatten(2)
-    if cls_only:
-        context = context.view(residual.shape)
-    else:
-        context = _unpad(context, layout, hidden.shape[0])
-    return layer.attention.output(context, residual)
-
-
-def _feed_forward(layer, hidden: torch.Tensor) -> torch.Tensor:
-    """The layer's FFN sub-block, ``LayerNorm(W2·act(W1·x + b1) + b2 + x)``, in eval mode:
-
-    - inside :class:`PackedCpuLinear` (fp32 CPU): W1 and the activation in one oneDNN pass;
-    - else without autocast: the intermediate width split into ``FFN_CHUNK`` columns, each chunk's
-      contribution summed (~4% faster on CPU: the [N·T, 3072] activations stay small);
-    - same numbers up to float rounding either way.
-    """
-    up, down, intermediate = layer.intermediate.dense, layer.output.dense, layer.intermediate
-    packed = PackedCpuLinear.current()
-    if layer.training:
-        return layer.output(intermediate(hidden), hidden)
-    if packed is not None and intermediate.hidden_act in ACTIVATIONS and packed.applies(hidden, up.weight):
-        inner = packed.linear(hidden, up.weight, up.bias, intermediate.hidden_act)
-        return layer.output.LayerNorm(packed.linear(inner, down.weight, down.bias).add_(hidden))
-    if torch.is_autocast_enabled(hidden.device.type) or up.out_features <= FFN_CHUNK:
-        return layer.output(intermediate(hidden), hidden)
-    total = None
-    for start in range(0, up.out_features, FFN_CHUNK):
-        columns = slice(start, start + FFN_CHUNK)
-        inner = intermediate.act(torch.nn.functional.linear(hidden, up.weight[columns], up.bias[columns]))
-        part = torch.nn.functional.linear(inner, down.weight[:, columns])
-        total = part if total is None else total.add_(part)
-    return layer.output.LayerNorm(total.add_(down.bias).add_(hidden))
-
-
-def packed_text_pass(
-    model: LangCellModel,
-    prefix: TextPrefix,
-    candidates: torch.Tensor,
-    cross_kv: CrossKV | None = None,
-    cell_attention_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``[CLS]`` states [B, K, H] of text ``candidates[b, k]`` after the whole text encoder.
-
-    With ``cross_kv`` (B cells, from ``model.precompute_cross_kv``) every layer cross-attends to
-    cell b (``mode="multimodal"``); without it the pass is the text-only encoding (B = 1). The real
-    tokens of a cell's candidate texts are packed side by side, the last layer runs for ``[CLS]``
-    only.
-    """
-    layers = model.text_bert.encoder.layer
-    n_cells, k = candidates.shape
-    max_length, width = prefix.hidden.shape[1], prefix.hidden.shape[2]
-    cross_kv = [None] * len(layers) if cross_kv is None else cross_kv
-    if cell_attention_mask is not None and bool(cell_attention_mask.all()):
-        cell_attention_mask = None  # no padded cell: SDPA without a mask is faster, same numbers
-    cross_mask = cell_cross_attention_mask(cell_attention_mask, prefix.hidden.dtype)
-    layout = _packed_layout(candidates, prefix.lengths, max_length)
-    rows = 1 if layout.segments is not None else n_cells
-    self_mask = None if layout.segments is not None else prefix.self_mask[candidates.reshape(-1)]
-    if len(layers) == 1:  # the prefix already holds only [CLS]
-        hidden = prefix.hidden[candidates[:rows].reshape(-1)].view(rows, k, width)
-    else:
-        hidden = prefix.hidden.new_zeros(rows * layout.width, width)
-        hidden[layout.packed] = prefix.hidden.reshape(-1, width)[layout.source]
-        hidden = hidden.view(rows, layout.width, width)
-    for index, (layer, key_value) in enumerate(zip(layers, cross_kv)):
-        if index > 0:
-            hidden = _packed_self_attention(layer, hidden, layout, self_mask, max_length,
-                                            cls_only=index == len(layers) - 1)
-        if key_value is not None:
-            hidden = layer.crossattention(hidden, key_value, cross_mask)  # a one-row hidden broadcasts
-        hidden = _feed_forward(layer, hidden)
-    return hidden.expand(n_cells, -1, -1) if hidden.shape[0] != n_cells else hidden
-
-
 def fused_match_logits(
     model: LangCellModel,
     prefix: TextPrefix,
@@ -350,11 +142,13 @@ def fused_match_logits(
 ) -> torch.Tensor:
     """Matcher logits [B, K, 2] of cell b with class ``candidates[b, k]``.
 
-    ``prefix`` from :func:`text_prefix` (C class texts), ``cross_kv`` from
+    ``prefix`` from ``model.text_bert.text_prefix`` (C class texts), ``cross_kv`` from
     ``model.precompute_cross_kv(cell_hidden)`` (B cells), ``cell_attention_mask`` [B, Lc] 1/0.
     Same numbers as one multimodal pass per pair (the official loop) up to float rounding.
     """
-    return model.ctm_head(packed_text_pass(model, prefix, candidates, cross_kv, cell_attention_mask))
+    cls_hidden = model.text_bert(mode="multimodal", cross_kv=cross_kv, encoder_attention_mask=cell_attention_mask,
+                                 text_prefix=prefix, candidates=candidates)
+    return model.ctm_head(cls_hidden)
 
 
 @torch.no_grad()
@@ -397,17 +191,11 @@ class ZeroShotScorer:
         top_k: run the matcher on each cell's k best CTC classes only (None: all, exact mode).
         temperature: CTC temperature (0.05 official).
         class_chunk_size: candidate classes per fused matcher pass (bounds memory).
-        packed_linear: on CPU in fp32, run the linear layers through oneDNN with weights packed
-            once (:class:`~lightning_langcell.inference.cpu_linear.PackedCpuLinear`: ~10% faster
-            on AVX-512 CPUs, same numbers up to float rounding, one extra copy of the weights in
-            memory); None (default) uses it where the CPU has AVX-512, True / False force it.
-        retain_memory: on CPU, keep freed memory in the process while scoring
-            (:func:`~lightning_langcell.inference.cpu_memory.retained_cpu_memory`: ~15% faster).
     """
 
     def __init__(self, model: LangCellModel, classes: ClassTexts, alpha: float = OFFICIAL_ALPHA,
                  top_k: int | None = None, temperature: float = OFFICIAL_TEMPERATURE,
-                 class_chunk_size: int = 32, packed_linear: bool | None = None, retain_memory: bool = True):
+                 class_chunk_size: int = 32):
         if not 0.0 <= alpha <= 1.0:
             raise LangCellInputError(f"alpha must lie in [0, 1], got {alpha}.", "Use e.g. alpha=0.1 (official).")
         if top_k is not None and top_k < 1:
@@ -423,13 +211,11 @@ class ZeroShotScorer:
         self.temperature = float(temperature)
         self.class_chunk_size = int(class_chunk_size)
         self.uses_matcher = self.alpha < 1.0
-        self.packed_linear = packed_linear
-        self.retain_memory = bool(retain_memory)
         self.prefix = None
         if self.uses_matcher:
             self.prefix = classes.prefix
             if self.prefix is None:  # ClassTexts built by hand
-                self.prefix = text_prefix(model, classes.input_ids, classes.attention_mask)
+                self.prefix = model.text_bert.text_prefix(classes.input_ids, classes.attention_mask)
 
     def match_probability(self, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor | None,
                           candidates: torch.Tensor) -> torch.Tensor:
@@ -444,11 +230,6 @@ class ZeroShotScorer:
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
         """Score cells [B, Lc] (``<cls>`` first, 1/0 mask)."""
-        device = input_ids.device
-        with retained_cpu_memory(device, self.retain_memory), packed_cpu_linear(device, self.packed_linear):
-            return self._score(input_ids, attention_mask)
-
-    def _score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
         cell_hidden, cell_embedding = self.model.encode_cells(input_ids, attention_mask)
         with torch.autocast(cell_embedding.device.type, enabled=False):  # scores in fp32 (see the class doc)
             embedding = at_least_fp32(cell_embedding)

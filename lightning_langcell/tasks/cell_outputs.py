@@ -4,7 +4,6 @@ batches gathered back into cell order, one result .h5ad per input file, metrics 
 from __future__ import annotations
 
 import abc
-import contextlib
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -16,7 +15,6 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.annotate import check_gene_vocabulary
-from lightning_langcell.inference.cpu_memory import retained_cpu_memory
 from lightning_langcell.inference.output import CellResults, h5ad_n_obs, write_annotated_copy, write_h5ad
 
 # (mask of the gathered rows from this source [R], their rows in the source file [S], the
@@ -46,8 +44,7 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
     """Collects prediction batches (dicts of tensors [B, ...] with the corpus row ``index``) and,
     at the end of the epoch, hands all cells sorted by corpus row to :meth:`finish` (rank 0,
     after gathering every rank's cells). Outputs: ``output`` (a .h5ad for one input, or a
-    folder), default ``<trainer.default_root_dir>/<input name>.langcell.h5ad``. On CPU, freed
-    memory stays in the process for the whole prediction loop (``inference.cpu_memory``)."""
+    folder), default ``<trainer.default_root_dir>/<input name>.langcell.h5ad``."""
 
     message = "Results written to"
 
@@ -57,16 +54,6 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
         self.overwrite = overwrite
         self._parts: list[dict[str, np.ndarray]] = []
         self.written: list[Path] = []
-        self._memory = contextlib.ExitStack()
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._memory.enter_context(retained_cpu_memory(pl_module.device))
-
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._memory.close()
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._memory.close()
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._parts = []

@@ -1,6 +1,8 @@
 """The zero-shot speed benchmark on the tiny model: exact mode equals the official loop, the
-class-count and cell-count tables hold what was asked, and the bf16 autocast rows (main table and
-real cells) agree with a direct recomputation."""
+headline ratio is against the official algorithm with equal settings (SDPA), the released eager
+attention is its own row, the class-count and cell-count tables hold what was asked, the bf16
+autocast rows (main table and real cells) agree with a direct recomputation, and the real cells
+are never-seen ones."""
 
 import argparse
 
@@ -8,26 +10,71 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.zero_shot_benchmark import BF16, autocast, bf16_autocast, build_inputs, first_classes, main, ours
+from benchmarks.zero_shot_benchmark import (
+    BF16,
+    OFFICIAL,
+    OFFICIAL_EAGER,
+    autocast,
+    bf16_autocast,
+    build_inputs,
+    first_classes,
+    main,
+    official_per_class,
+    ours,
+)
+from lightning_langcell.errors import LangCellInputError
 
 REAL_CELLS = 40
+REAL_DATA = "data/cells/garnett_pbmc_facs.h5ad"  # never seen in pre-training
 
 
 @pytest.fixture(scope="module")
 def results(repo_root):
     return main(["--quick", "--cells", "2", "--genes", "40", "--classes", "4", "--ks", "1,2", "--threads", "1",
                  "--scaling", "1,2", "--class-scaling", "2,3", "--class-scaling-k", "2", "--bf16",
-                 "--real-data", str(repo_root / "data/cells/pbmc68k_reduced.h5ad"), "--real-cells", str(REAL_CELLS),
+                 "--real-data", str(repo_root / REAL_DATA), "--real-cells", str(REAL_CELLS),
                  "--real-model", str(repo_root / "tests/data/langcell-official-tiny")])
 
 
 def test_exact_and_full_top_k_match_the_official_loop(results):
     cases = {row["case"]: row for row in results["cases"]}
     assert cases["ours exact"]["agreement"] == 1.0 and cases["ours exact"]["max_abs_diff"] < 1e-5
-    assert cases["official (per class)"]["speedup_cpu"] == 1.0
+    assert cases[OFFICIAL]["speedup_cpu"] == 1.0
     for row in results["cases"]:
         assert row["peak_mib"] > 0
-        assert row["speedup_cpu"] == pytest.approx(cases["official (per class)"]["cpu_s"] / row["cpu_s"])
+        assert row["speedup_cpu"] == pytest.approx(cases[OFFICIAL]["cpu_s"] / row["cpu_s"])
+        assert row["speedup_wall"] == pytest.approx(cases[OFFICIAL]["wall_s"] / row["wall_s"])
+
+
+def test_headline_baseline_has_our_attention_and_eager_is_its_own_row(results):
+    """Every "x official" ratio divides by the SDPA baseline; the released eager attention is a
+    separate row whose gain (eager time / SDPA time) is reported on its own."""
+    cases = {row["case"]: row for row in results["cases"]}
+    assert results["baseline"]["case"] == OFFICIAL and results["baseline"]["attention"] == "sdpa"
+    assert cases[OFFICIAL]["attention"] == "sdpa" and cases[OFFICIAL_EAGER]["attention"] == "eager"
+    assert {row["attention"] for name, row in cases.items() if name != OFFICIAL_EAGER} == {"sdpa"}
+    eager, sdpa = cases[OFFICIAL_EAGER], cases[OFFICIAL]
+    assert results["sdpa_gain"]["wall"] == pytest.approx(eager["wall_s"] / sdpa["wall_s"])
+    assert results["sdpa_gain"]["cpu"] == pytest.approx(eager["cpu_s"] / sdpa["cpu_s"])
+    assert eager["speedup_wall"] == pytest.approx(1 / results["sdpa_gain"]["wall"])
+    assert eager["agreement"] == 1.0 and eager["max_abs_diff"] < 1e-5  # same algorithm, same numbers
+
+
+def test_official_baseline_runs_with_the_requested_attention(monkeypatch):
+    """The baseline really switches the attention it is given, and restores SDPA afterwards."""
+    settings = argparse.Namespace(seed=0, quick=True, classes=2, class_scaling=[], cells=1, scaling=[], genes=10)
+    model, encoded, cells = build_inputs(settings)
+    seen = []
+    attention = type(model.text_bert.encoder.layer[0].attention.self)
+    original = attention.attend
+    monkeypatch.setattr(attention, "attend", lambda self, *a: seen.append(self.implementation) or original(self, *a))
+    with torch.inference_mode():
+        official_per_class(model, first_classes(encoded, 2), cells[:1], "eager")
+        assert set(seen) == {"eager"}
+        seen.clear()
+        official_per_class(model, first_classes(encoded, 2), cells[:1])
+    assert set(seen) == {"sdpa"}
+    assert {module.implementation for module in model.modules() if hasattr(module, "implementation")} == {"sdpa"}
 
 
 def test_scaling_tables(results):
@@ -78,7 +125,8 @@ def test_real_cells_bf16_rows(results, repo_root):
     assert [(row["precision"], row["k"]) for row in rows] == [
         (precision, k) for precision in ("32", "bf16") for k in [n_classes, *range(1, n_classes)]]
     for row in rows:
-        assert row["dataset"] == "pbmc68k_reduced" and row["cells"] == REAL_CELLS
+        assert row["dataset"] == "garnett_pbmc_facs" and row["cells"] == REAL_CELLS
+        assert row["cells_from"] == "never seen in pre-training"
         for key in ("agreement", "accuracy", "agreement_fp32_same_k"):
             assert 0.0 <= row[key] <= 1.0
         if row["precision"] == "32":
@@ -93,7 +141,7 @@ def test_real_cells_bf16_rows(results, repo_root):
     from lightning_langcell.inference.classes import candidate_classes, obs_labels, truth_indices
     from lightning_langcell.tokenization import CellTokenizer
 
-    adata = anndata.read_h5ad(repo_root / "data/cells/pbmc68k_reduced.h5ad")
+    adata = anndata.read_h5ad(repo_root / REAL_DATA)
     adata = adata[np.linspace(0, adata.n_obs - 1, REAL_CELLS).astype(int)].copy()
     model, text_tokenizer, _ = load_zero_shot_model(str(repo_root / "tests/data/langcell-official-tiny"))
     classes = candidate_classes(None, adata.obs, "cell_type")
@@ -112,12 +160,8 @@ def test_real_cells_bf16_rows(results, repo_root):
         float(np.abs(probabilities["bf16"] - probabilities["32"]).max()), abs=1e-6)
 
 
-@pytest.mark.parametrize("memory, retained", [("default", False), ("retained", True)])
-def test_memory_option_scopes_every_timing(monkeypatch, memory, retained):
-    """``--memory retained`` runs every case (the official one too) inside one retained-memory scope."""
-    from benchmarks import zero_shot_benchmark
-    from lightning_langcell.inference.cpu_memory import retaining_active, retaining_supported
-
-    monkeypatch.setattr(zero_shot_benchmark, "run", lambda args: {"retained": retaining_active()})
-    assert main(["--quick", "--memory", memory]) == {"retained": retained and retaining_supported()}
-    assert not retaining_active()
+@pytest.mark.parametrize("seen", ["pbmc68k_reduced", "zeisel_mouse_brain"])
+def test_cells_seen_in_pretraining_are_refused(seen):
+    """No agreement or accuracy figure on cells the shipped checkpoint trained on."""
+    with pytest.raises(LangCellInputError, match="pre-trained on"):
+        main(["--quick", "--real-data", f"data/cells/{seen}.h5ad"])

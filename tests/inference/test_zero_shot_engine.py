@@ -9,10 +9,14 @@ from lightning_langcell.inference.zero_shot import (
     encode_class_texts,
     fused_match_logits,
     per_class_match_logits,
-    text_prefix,
     top_k_candidates,
 )
 from lightning_langcell.models import LangCellConfig, LangCellModel
+from lightning_langcell.models.text_encoder import PackedLayout
+
+
+def text_prefix(model, input_ids, attention_mask):
+    return model.text_bert.text_prefix(input_ids, attention_mask)
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -26,15 +30,6 @@ def test_exact_mode_matches_official_fixture(official):
     torch.testing.assert_close(out.ctm_probs, expected["ctm_probs"], **TOL)
     torch.testing.assert_close(out.cell_embedding, expected["cell_embedding"], **TOL)
     assert out.pred.tolist() == expected["pred"].tolist() == [3, 2, 2, 2, 2, 2]
-
-
-def test_packed_linear_switch_gives_the_same_scores(official):
-    model, inputs, expected, classes = official
-    packed = ZeroShotScorer(model, classes, packed_linear=True)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
-    stock = ZeroShotScorer(model, classes, packed_linear=False)(inputs["cell_input_ids"], inputs["cell_attention_mask"])
-    torch.testing.assert_close(packed.final_probs, stock.final_probs, **TOL)
-    torch.testing.assert_close(stock.final_probs, expected["final_probs"], **TOL)
-    assert torch.equal(packed.pred, stock.pred)
 
 
 def test_top_k_equal_to_class_count_is_exact(official):
@@ -104,19 +99,14 @@ def _padded(lengths, vocab, low, generator, first=None):
     return ids, mask
 
 
-@pytest.fixture(params=[None, 16, "packed"], ids=["ffn-whole", "ffn-chunked", "packed-linear"])
+@pytest.fixture(params=[None, 16], ids=["ffn-whole", "ffn-chunked"])
 def ffn_chunk(request, monkeypatch):
-    """Run a test with the FFN whole, split into chunks of 16 intermediate columns (4 chunks), and
-    with every linear layer (the FFN's with its activation fused) through oneDNN packed weights."""
-    from lightning_langcell.inference import zero_shot
-    from lightning_langcell.inference.cpu_linear import PackedCpuLinear
+    """Run a test with the packed pass's FFN whole and split into chunks of 16 intermediate
+    columns (4 chunks)."""
+    from lightning_langcell.models import text_encoder
 
-    if request.param == "packed":
-        with PackedCpuLinear():
-            yield request.param
-        return
     if request.param is not None:
-        monkeypatch.setattr(zero_shot, "FFN_CHUNK", request.param)
+        monkeypatch.setattr(text_encoder, "FFN_CHUNK", request.param)
     yield request.param
 
 
@@ -160,8 +150,6 @@ def test_packed_class_text_encoding_equals_one_text_at_a_time(layers, ffn_chunk)
 def test_uniform_and_ragged_layouts_give_the_same_logits(ffn_chunk):
     """Every cell with the same classes (sliced per-text attention, shared first query) and the
     padded path for differing candidates give the same numbers for the same pairs."""
-    from lightning_langcell.inference.zero_shot import _packed_layout
-
     generator = torch.Generator().manual_seed(5)
     model = _random_model(3, seed=5)
     cell_ids, cell_mask = _padded([9, 30, 17], 25426, 2, generator, first=25426)
@@ -171,8 +159,8 @@ def test_uniform_and_ragged_layouts_give_the_same_logits(ffn_chunk):
         prefix, cross_kv = text_prefix(model, text_ids, text_mask), model.precompute_cross_kv(hidden)
         same = torch.tensor([[3, 0, 2]] * 3)
         ragged = torch.tensor([[3, 0, 2], [3, 0, 1], [3, 0, 2]])
-        assert _packed_layout(same, prefix.lengths, 12).segments == ((0, 8), (8, 5), (13, 3))
-        assert _packed_layout(ragged, prefix.lengths, 12).segments is None
+        assert PackedLayout.of(prefix, same).segments == ((0, 8), (8, 5), (13, 3))
+        assert PackedLayout.of(prefix, ragged).segments is None
         uniform = fused_match_logits(model, prefix, cross_kv, cell_mask, same)
         padded = fused_match_logits(model, prefix, cross_kv, cell_mask, ragged)
         reference = per_class_match_logits(model, text_ids, text_mask, hidden, cell_mask)
