@@ -57,7 +57,7 @@ class LangCellModel(CheckpointMethods, nn.Module):
     # -- configuration switches -------------------------------------------------------------
     def set_attn_implementation(self, implementation: str) -> None:
         """Attention of both encoders: ``"sdpa"`` (fused) or ``"eager"`` (scores materialised, as
-        the released code runs). The zero-shot fused matcher pass always uses SDPA."""
+        the released code runs), the zero-shot packed matcher pass included."""
         if implementation not in ATTN_IMPLEMENTATIONS:
             raise LangCellInputError(f"Unknown attention {implementation!r}.", f"Use one of {ATTN_IMPLEMENTATIONS}.")
         set_attn_implementation(self.cell_bert, implementation)
