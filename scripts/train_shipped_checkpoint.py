@@ -14,10 +14,11 @@ the leaderboard and the model card from the new weights.
 
 The shipped weights were trained on one NVIDIA H100 (3 min 46 s). ``--accelerator cpu`` runs the
 same recipe on the CPU with fp32 and no data-loader workers (``--data.num_workers 0``); CPU and
-GPU kernels round differently, so the result is the closest equivalent, not bit-identical. Measured
-on a 2-core machine shared with other jobs: one epoch (66 training steps + validation) took
-CPU_EPOCH_S s, so the 40 epochs take about CPU_TOTAL_MIN min. Extra arguments are passed to the
-CLI (e.g. ``--trainer.max_epochs 1`` for a smoke run).
+GPU kernels round differently, so the result is the closest equivalent, not bit-identical. Its CPU
+time has no trustworthy measurement yet: on a 2-core machine shared by seven jobs (load average
+~10) the first 4 training steps of 66 per epoch took ~95 s each, which says more about the load
+than about the recipe. Time one epoch on your machine first (``--trainer.max_epochs 1
+--no-benchmark``) and multiply by 40. Extra arguments are passed to the CLI.
 """
 
 from __future__ import annotations
