@@ -3,9 +3,10 @@
 Per dataset, on its fixed test split (the cells every other row is scored on):
 
 - label separation of ``X_langcell``: silhouette by label (cosine) and kNN label purity (k = 15);
-- cell <-> text retrieval against the class texts of the dataset's labels ("cell type: X.
-  <definition>; ", as zero-shot): cell→text recall@1/5/10, text→cell recall@1/5 and
-  precision@5 (:func:`lightning_langcell.inference.retrieval.retrieval_metrics`);
+- cell <-> text retrieval against the distinct class texts of the dataset's labels ("cell type:
+  X. <definition>; ", as zero-shot; labels sharing one CL term share one text): cell→text
+  recall@1/5/10 (only k < the number of texts), text→cell recall@1/5 and precision@5, ties
+  counted in expectation (:func:`lightning_langcell.inference.retrieval.retrieval_metrics`);
 - the same label scores for a baseline embedding: PCA-50 of log1p CP10k (fitted on the train split).
 
 Across datasets (batch = dataset, label = Cell Ontology id), on the test splits of the three PBMC
@@ -49,19 +50,19 @@ def dataset_embedding_rows(data, embeddings: np.ndarray, expression: np.ndarray,
 
     from lightning_langcell.inference.classes import candidate_classes, truth_indices
     from lightning_langcell.inference.embedding_metrics import embedding_scores
-    from lightning_langcell.inference.retrieval import embed_texts, retrieval_metrics
+    from lightning_langcell.inference.retrieval import deduplicate_texts, embed_texts, retrieval_metrics
 
     labels = data.labels[data.test]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         classes = candidate_classes(None, data.adata.obs, label, allow_missing_definitions=True)
-    text_embeddings = embed_texts(model, classes.texts, tokenizer)
-    text_of_cell = truth_indices(labels, classes)
+    texts, text_of_cell = deduplicate_texts(classes.texts, truth_indices(labels, classes))
+    text_embeddings = embed_texts(model, texts, tokenizer)
     retrieval = retrieval_metrics(torch.as_tensor(embeddings[data.test]), text_embeddings, text_of_cell)
     common = {"dataset": data.name, "setting": "embedding", "n_test": int(len(data.test))}
     ours = {**common, "method": f"X_langcell ({checkpoint_name})",
             **_rounded(embedding_scores(embeddings[data.test], labels=labels)),
-            **{key: round(retrieval[key], 4) for key in RETRIEVAL_KEYS}, "n_texts": len(classes.texts)}
+            **{key: round(retrieval[key], 4) for key in RETRIEVAL_KEYS if key in retrieval}, "n_texts": len(texts)}
     baseline = pca_embedding(expression[data.train], expression[data.test])
     pca = {**common, "method": "PCA-50 of log1p CP10k (fitted on train)",
            **_rounded(embedding_scores(baseline, labels=labels))}

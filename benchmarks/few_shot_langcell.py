@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.baselines import label_metrics
-from benchmarks.lightning_runs import SubsetDataModule, distinct_class_texts, fit_predict
+from benchmarks.lightning_runs import SubsetDataModule, distinct_class_texts, fit_predict, task_from_checkpoint
 from benchmarks.quality import CHECKPOINT, LABEL, Dataset, few_shot_cells, seed_summary
 
 METHOD = "LangCell few-shot fine-tune (recipes/few_shot.yaml)"
@@ -51,7 +51,7 @@ def fit_few_shot(data: Dataset, corpus: str, train: np.ndarray, seed: int, epoch
     module = SubsetDataModule(corpus, train, data.test, label_column=LABEL, texts=False, max_length=MAX_LENGTH,
                               batch_size=BATCH_SIZE, eval_batch_size=eval_batch_size, seed=seed,
                               type2text=type2text or None)
-    task = FewShotLangCell(init_from=str(CHECKPOINT), **RECIPE)
+    task = task_from_checkpoint(FewShotLangCell, CHECKPOINT, **RECIPE)
     predicted, steps = fit_predict(task, module, epochs, workdir, seed)
     if module.classes != data.classes:
         raise RuntimeError(f"class order {module.classes} != {data.classes}")

@@ -18,7 +18,7 @@ import math
 import time
 from pathlib import Path
 
-from benchmarks.lightning_runs import SubsetDataModule, fit_predict
+from benchmarks.lightning_runs import SubsetDataModule, fit_predict, task_from_checkpoint
 from benchmarks.quality import CHECKPOINT, LABEL, Dataset, score_row
 
 METHOD = "LangCell-CE fine-tune (recipes/finetune.yaml, head on the pooled state)"
@@ -41,8 +41,8 @@ def fine_tune_row(data: Dataset, corpus: str, epochs: int, workdir: Path, seed: 
     warmup = scaled_warmup(epochs, total)
     module = SubsetDataModule(corpus, data.train, data.test, label_column=LABEL, texts=False, max_length=256,
                               batch_size=BATCH_SIZE, eval_batch_size=32, seed=seed)
-    task = CellTypeClassifier(init_from=str(CHECKPOINT), warmup_steps=warmup,
-                              **{**RECIPE, "learning_rate": learning_rate})
+    task = task_from_checkpoint(CellTypeClassifier, CHECKPOINT, warmup_steps=warmup,
+                                **{**RECIPE, "learning_rate": learning_rate})
     predicted, steps = fit_predict(task, module, epochs, workdir, seed, gradient_clip_val=GRADIENT_CLIP)
     if module.classes != data.classes:
         raise RuntimeError(f"class order {module.classes} != {data.classes}")

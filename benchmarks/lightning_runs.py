@@ -28,6 +28,11 @@ from lightning_langcell.data.datamodule import LangCellDataModule
 QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 
 
+def task_from_checkpoint(task_class: type, checkpoint: str | Path, **hparams: Any):
+    """``task_class`` starting from ``checkpoint``: the one place the suite names that parameter."""
+    return task_class(init_from=str(checkpoint), **hparams)
+
+
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence Lightning's info logs and warnings (GPU available, few workers, seeds ...)."""

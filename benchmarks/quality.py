@@ -3,13 +3,15 @@
 Every row is scored on one fixed test split per dataset (accuracy, balanced accuracy, macro-F1,
 weighted-F1, :func:`benchmarks.baselines.label_metrics`):
 
-- datasets the shipped checkpoint ``langcell-tiny-bundled`` was pre-trained on (pbmc68k_reduced,
-  baron_mouse_pancreas, zeisel_mouse_brain, mouse_lung_injury): test = the recipe's held-out
-  test split (``recipes/pretrain.yaml``: 80/10/10 stratified, seed 0, rebuilt by
-  ``scripts/evaluate_shipped_checkpoint.py::recipe_test_cells``); train = every other cell
-  (the recipe's train + val). No pre-training cell is ever a test cell.
-- datasets it never saw (pbmc3k, garnett_pbmc_facs; ACTINN mouse blood when present, read in
-  place and never copied): ``stratified_split(labels, (0.8, 0, 0.2), seed 0)``.
+- "labels seen in pre-training (held-out cells)": the datasets the shipped checkpoint
+  ``langcell-tiny-bundled`` was pre-trained on (read from its recipe,
+  :func:`benchmarks.shipped_checkpoint.training_datasets`): test = the recipe's held-out test
+  split (80/10/10 stratified, seed 0, :func:`benchmarks.shipped_checkpoint.recipe_test_cells`);
+  train = every other cell (the recipe's train + val). No pre-training cell is ever a test cell,
+  but the pre-training texts came from these labels: zero-shot here is a supervised text head.
+- "never seen (cells and labels)": pbmc3k, garnett_pbmc_facs; ACTINN mouse blood when present
+  (GPL-3, read in place under ``$LANGCELL_SHARED_DATA``, default ``../shared/data`` beside the
+  repository, never copied): ``stratified_split(labels, (0.8, 0, 0.2), seed 0)``.
 
 Rows: zero-shot for each α (all labels of the dataset as classes, max 256 tokens as trained);
 supervised references trained on the train split (majority class, logistic regression on
@@ -25,7 +27,7 @@ not fit the CPU budget the suite's ``config`` sets fewer, and records them (``RE
 
 from __future__ import annotations
 
-import importlib.util
+import os
 import tempfile
 import time
 import warnings
@@ -36,13 +38,12 @@ import numpy as np
 
 from benchmarks.baselines import BASELINES, label_metrics, log1p_cp10k, logistic_regression
 from benchmarks.embedding_quality import dataset_embedding_rows, pbmc_batch_rows
+from benchmarks.shipped_checkpoint import (CHECKPOINT, NEVER_SEEN, REPO, SEEN, TRAINING_RECIPE, recipe_test_cells,
+                                           training_datasets)
 
-REPO = Path(__file__).resolve().parents[1]
-CHECKPOINT = REPO / "checkpoints/langcell-tiny-bundled"
-RECIPE = REPO / "recipes/pretrain.yaml"
-PRETRAINING = ("pbmc68k_reduced", "baron_mouse_pancreas", "zeisel_mouse_brain", "mouse_lung_injury")
+PRETRAINING = training_datasets()
 UNSEEN = ("pbmc3k", "garnett_pbmc_facs")
-ACTINN = Path("/work/shared/data/actinn_mouse_blood/actinn_train_set.h5ad")
+ACTINN = "actinn_mouse_blood/actinn_train_set.h5ad"  # under $LANGCELL_SHARED_DATA (GPL-3: never bundled)
 LABEL = "cell_type"
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 3, 4], "max_cells": None,
@@ -59,8 +60,7 @@ REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU c
                  "recipe's full 20 epochs: pbmc68k_reduced macro-F1 0.052 = majority)",
     "reverse_pretrain": "recipes/pretrain.yaml (2 epochs); the suite trains config.reverse_pretrain epochs / steps "
                         "on the train splits only, with no validation split"}
-ROLE_TEXT = {"pretraining": "held-out test split of a pre-training dataset",
-             "unseen": "dataset never seen in pre-training"}
+ROLE_TEXT = {"pretraining": SEEN, "unseen": NEVER_SEEN}
 
 
 @dataclass
@@ -78,13 +78,18 @@ class Dataset:
     classes: list[str] = field(default_factory=list)
 
 
-def recipe_test_cells(cache_dir: str) -> dict[str, np.ndarray]:
-    """{dataset stem: test-split positions} of the pre-training recipe (the shipped script's logic)."""
-    spec = importlib.util.spec_from_file_location("evaluate_shipped_checkpoint",
-                                                  REPO / "scripts/evaluate_shipped_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return {Path(source).stem: np.sort(rows) for source, rows in module.recipe_test_cells(RECIPE, cache_dir).items()}
+def shared_data_dir() -> Path:
+    """Folder of the shared (not bundled) data: ``$LANGCELL_SHARED_DATA``, default ``../shared/data``."""
+    return Path(os.environ.get("LANGCELL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as results record it: relative to the repository or the shared data folder, never absolute."""
+    path = Path(path).resolve()
+    for root, prefix in ((REPO, ""), (shared_data_dir().resolve(), "$LANGCELL_SHARED_DATA/")):
+        if path.is_relative_to(root):
+            return prefix + str(path.relative_to(root))
+    return path.name
 
 
 def _capped(labels: np.ndarray, max_cells: int | None, seed: int = 1) -> np.ndarray:
@@ -107,8 +112,8 @@ def dataset_paths(names: list[str] | None) -> list[tuple[str, Path, str]]:
     """(name, path, role) of the requested datasets (default: all six bundled + ACTINN when present)."""
     found = [(n, REPO / "data/cells" / f"{n}.h5ad", "pretraining") for n in PRETRAINING]
     found += [(n, REPO / "data/cells" / f"{n}.h5ad", "unseen") for n in UNSEEN]
-    if ACTINN.is_file():
-        found.append(("actinn_mouse_blood", ACTINN, "unseen"))
+    if (shared_data_dir() / ACTINN).is_file():
+        found.append(("actinn_mouse_blood", shared_data_dir() / ACTINN, "unseen"))
     if names:
         unknown = sorted(set(names) - {n for n, _, _ in found})
         if unknown:
@@ -132,8 +137,8 @@ def load_dataset(name: str, path: Path, role: str, max_cells: int | None,
         keep = _capped(labels, max_cells)
         adata, labels, test_mask = adata[keep].copy(), labels[keep], test_mask[keep]
         train, test = np.flatnonzero(~test_mask), np.flatnonzero(test_mask)
-        how = ("test = the pre-training recipe's held-out test split (recipes/pretrain.yaml, 80/10/10 "
-               "stratified by cell_type, seed 0); train = the other cells (recipe train + val)")
+        how = (f"test = the pre-training recipe's held-out test split ({TRAINING_RECIPE.relative_to(REPO)}, "
+               "80/10/10 stratified by cell_type, seed 0); train = the other cells (recipe train + val)")
     else:
         keep = _capped(labels, max_cells)
         adata, labels = adata[keep].copy(), labels[keep]
@@ -269,8 +274,9 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
         "reduced": REDUCED},
         "seeds": {"split": 0, "few_shot": config["seeds"], "fine_tune": 0, "reverse_pretrain": 0,
                   "models": "sklearn random_state = few-shot seed (0 otherwise); LangCell runs seed_everything(seed)"},
-        "checkpoint": {"name": "langcell-tiny-bundled", "path": str(CHECKPOINT.relative_to(REPO)),
-                       "pretrained_on": "80% train split (recipes/pretrain.yaml, seed 0) of "
+        "checkpoint": {"name": CHECKPOINT.name, "path": str(CHECKPOINT.relative_to(REPO)),
+                       "recipe": str(TRAINING_RECIPE.relative_to(REPO)), "training_datasets": list(PRETRAINING),
+                       "pretrained_on": f"80% train split ({TRAINING_RECIPE.relative_to(REPO)}, seed 0) of "
                                         + ", ".join(f"data/cells/{n}.h5ad" for n in PRETRAINING)
                                         + "; pbmc3k, garnett_pbmc_facs and ACTINN never seen"},
         "datasets": {}, "rows": [], "timings": {}}
@@ -284,9 +290,8 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
             started = time.perf_counter()
             data = load_dataset(name, path, role, config["max_cells"], recipe_tests)
             expression = log1p_cp10k(data.adata.X)
-            shown = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
             results["datasets"][name] = {
-                "path": shown, "role": ROLE_TEXT[role], "n_cells": int(data.adata.n_obs),
+                "path": shown_path(path), "role": ROLE_TEXT[role], "n_cells": int(data.adata.n_obs),
                 "n_genes": int(data.adata.n_vars), "classes": data.classes,
                 "split": {"how": data.split_how, "n_train": int(len(data.train)), "n_test": int(len(data.test)),
                           "test_positions": data.test.tolist()},

@@ -4,16 +4,18 @@
     python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
 
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
-  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training; about 17 min on
-  1 CPU thread (``--quick``: about 15 s on one dataset). ``results["timings"]`` has each part's time.
-- ``speed`` (about 8 min): the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training
+  (``--quick``: one subsampled dataset). ``results["timings"]`` has each part's time. A full
+  run also regenerates the shipped checkpoint's model card (``--card-dir``) from its results.
+- ``speed``: the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
   file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
   every top-k on 300 never-seen PBMCs (pbmc3k) with the shipped trained checkpoint (``--quick``: the zero-shot
   benchmark's tiny model). Each benchmark's ``scaling`` lists go to the JSON, tables and
   ``plots/speed_scaling.png``.
-Each results file records the commit, machine (platform, CPUs, torch), seeds, splits and config.
+Each results file records the commit, machine (platform, CPUs, torch), seeds, splits, config and
+the suite's measured wall time (``wall_s``), which the leaderboard and README quote.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).
 """
 
@@ -32,6 +34,7 @@ import time
 from pathlib import Path
 
 from benchmarks.leaderboard import plot, render
+from benchmarks.shipped_checkpoint import CHECKPOINT, card_ready, write_card
 
 HERE = Path(__file__).resolve().parent
 SPEED_ARGS = {
@@ -124,8 +127,9 @@ def load_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def regenerate(results_dir: Path, leaderboard: Path, plots_dir: Path) -> str:
-    """LEADERBOARD.md and plots from ``results_dir/{quality,speed}.json`` alone; returns the text."""
+def regenerate(results_dir: Path, leaderboard: Path, plots_dir: Path, card_dir: Path | None = None) -> str:
+    """LEADERBOARD.md and plots (and, with ``card_dir``, the shipped checkpoint's model card when the
+    quality results are a full run) from ``results_dir/{quality,speed}.json`` alone; returns the text."""
     from lightning_langcell.io_utils import atomic_file
 
     quality, speed = load_json(results_dir / "quality.json"), load_json(results_dir / "speed.json")
@@ -133,7 +137,16 @@ def regenerate(results_dir: Path, leaderboard: Path, plots_dir: Path) -> str:
     with atomic_file(leaderboard, "w") as handle:
         handle.write(text)
     plot(quality, speed, plots_dir)
+    if card_dir is not None and quality and card_ready(quality):
+        write_card(quality, card_dir)
     return text
+
+
+def timed(run, *args) -> dict:
+    """``stamp(run(*args))`` with the suite's measured wall time in seconds as ``wall_s``."""
+    started = time.perf_counter()
+    results = run(*args)
+    return {**stamp(results), "wall_s": round(time.perf_counter() - started, 1)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -144,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
     parser.add_argument("--leaderboard", type=Path, default=HERE / "LEADERBOARD.md")
     parser.add_argument("--plots-dir", type=Path, default=HERE / "plots")
+    parser.add_argument("--card-dir", type=Path, default=CHECKPOINT,
+                        help="where a full quality run writes the shipped checkpoint's README.md + metrics.json")
     parser.add_argument("--render-only", action="store_true", help="only regenerate LEADERBOARD.md and plots")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -152,12 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.suite in ("quality", "all"):
             from benchmarks.quality import run_quality
 
-            written["quality"] = stamp(run_quality(args.quick, args.datasets))
+            written["quality"] = timed(run_quality, args.quick, args.datasets)
             write_json(written["quality"], args.results_dir / "quality.json")
         if args.suite in ("speed", "all"):
-            written["speed"] = stamp(run_speed(args.quick))
+            written["speed"] = timed(run_speed, args.quick)
             write_json(written["speed"], args.results_dir / "speed.json")
-    text = regenerate(args.results_dir, args.leaderboard, args.plots_dir)
+    text = regenerate(args.results_dir, args.leaderboard, args.plots_dir, args.card_dir)
     print(text)
     return written
 

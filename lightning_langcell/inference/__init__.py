@@ -3,9 +3,16 @@ cell embeddings' scores and cell ↔ text retrieval."""
 
 from lightning_langcell.inference.annotate import annotate, load_zero_shot_model
 from lightning_langcell.inference.classes import CandidateClasses, candidate_classes, truth_indices
-from lightning_langcell.inference.embedding_metrics import embedding_scores, knn_batch_mixing, knn_purity, silhouette
+from lightning_langcell.inference.embedding_metrics import (
+    embedding_scores,
+    knn_batch_mixing,
+    knn_purity,
+    silhouette,
+    silhouette_batch,
+    silhouette_label,
+)
 from lightning_langcell.inference.output import CellEmbeddings, ZeroShotAnnotations, write_annotated_copy, write_h5ad
-from lightning_langcell.inference.retrieval import embed_texts, retrieval_metrics
+from lightning_langcell.inference.retrieval import deduplicate_texts, embed_texts, retrieval_metrics
 from lightning_langcell.inference.zero_shot import (
     ClassTexts,
     ZeroShotOutput,
@@ -25,6 +32,7 @@ __all__ = [
     "ZeroShotScorer",
     "annotate",
     "candidate_classes",
+    "deduplicate_texts",
     "embed_texts",
     "embedding_scores",
     "encode_class_texts",
@@ -35,6 +43,8 @@ __all__ = [
     "per_class_match_logits",
     "retrieval_metrics",
     "silhouette",
+    "silhouette_batch",
+    "silhouette_label",
     "top_k_candidates",
     "truth_indices",
     "write_annotated_copy",

@@ -1,11 +1,16 @@
 """How well cell embeddings separate cell types and mix batches (numpy + torch; cosine geometry).
 
-- :func:`silhouette` (``silhouette_label`` with cell-type labels, ``silhouette_batch`` with batch
-  labels): the mean silhouette coefficient with cosine distance ``1 - cos``, as
+- :func:`silhouette`: the average silhouette width (ASW) with cosine distance ``1 - cos``, as
   ``sklearn.metrics.silhouette_score(X, labels, metric="cosine")``, on at most ``max_cells``
-  cells drawn without replacement (seeded) so its O(n²) cost stays bounded. In [-1, 1]: high
-  for labels means well-separated types; for batches, near 0 or below means well-mixed batches.
+  cells drawn without replacement (seeded) so its O(n²) cost stays bounded. In [-1, 1].
   Undefined (NaN, no error) with fewer than 2 or as many labels as cells.
+- :func:`silhouette_label`: scib's ``silhouette`` (label ASW rescaled): (ASW + 1) / 2, in [0, 1],
+  1 = well-separated cell types.
+- :func:`silhouette_batch`: scib's ``silhouette_batch``: within each cell-type label, the
+  silhouette of every cell by batch, scored 1 - |s| (1 = batches mixed, 0 = separated); the
+  mean per label, then the mean over labels. Labels whose cells come from one batch only (or
+  from as many batches as cells) are skipped, as in scib. Without labels, all cells form one
+  label. Cosine distance here (scib defaults to Euclidean on the embedding).
 - :func:`knn_purity`: mean over query cells of the fraction of their k nearest neighbours
   (cosine, the cell itself excluded) that share their label (1 = perfectly pure).
 - :func:`knn_batch_mixing`: mean fraction of the k nearest neighbours that come from another
@@ -71,14 +76,9 @@ def _draw(n: int, max_cells: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_cells, replace=False))
 
 
-def silhouette(embeddings: Any, labels: Any, max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0) -> float:
-    """Mean cosine silhouette coefficient of ``labels`` [N] on ``embeddings`` [N, E] (NaN when undefined)."""
-    x, codes, _ = _labelled(embeddings, labels)
-    chosen = _draw(len(codes), max_cells, seed)
-    x, codes = x[chosen], pd.factorize(codes[chosen])[0]
-    n, n_labels = len(codes), int(codes.max()) + 1 if len(codes) else 0
-    if not 2 <= n_labels <= n - 1:
-        return float("nan")
+def _silhouette_samples(x: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Per-cell cosine silhouette [n] of integer ``codes`` 0..L-1 on unit rows ``x`` (singletons: 0)."""
+    n, n_labels = len(codes), int(codes.max()) + 1
     onehot = np.zeros((n, n_labels))
     onehot[np.arange(n), codes] = 1.0
     sizes = onehot.sum(axis=0)
@@ -92,13 +92,59 @@ def silhouette(embeddings: Any, labels: Any, max_cells: int | None = DEFAULT_MAX
         own = codes[rows]
         own_size = sizes[own]
         a = sums[np.arange(len(own)), own] / np.maximum(own_size - 1, 1)
-        means = sums / sizes
+        means = sums / np.maximum(sizes, 1)
+        means[:, sizes == 0] = np.inf
         means[np.arange(len(own)), own] = np.inf
         b = means.min(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             s = (b - a) / np.maximum(a, b)
         scores[rows] = np.where(own_size > 1, np.nan_to_num(s), 0.0)  # singletons score 0
-    return float(scores.mean())
+    return scores
+
+
+def _drawn(embeddings: Any, labels: Any, max_cells: int | None, seed: int,
+           batches: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(unit rows, label codes 0..L-1, batch codes or None) of at most ``max_cells`` labelled cells."""
+    x, codes, kept = _labelled(embeddings, labels)
+    batch_codes = None
+    if batches is not None:
+        batch_codes = _codes(batches, len(kept))[kept]
+        x, codes = x[batch_codes >= 0], codes[batch_codes >= 0]
+        batch_codes = batch_codes[batch_codes >= 0]
+    chosen = _draw(len(codes), max_cells, seed)
+    codes = pd.factorize(codes[chosen])[0]
+    return x[chosen], codes, None if batch_codes is None else batch_codes[chosen]
+
+
+def silhouette(embeddings: Any, labels: Any, max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0) -> float:
+    """Cosine ASW of ``labels`` [N] on ``embeddings`` [N, E], in [-1, 1] (NaN when undefined)."""
+    x, codes, _ = _drawn(embeddings, labels, max_cells, seed)
+    n_labels = int(codes.max()) + 1 if len(codes) else 0
+    if not 2 <= n_labels <= len(codes) - 1:
+        return float("nan")
+    return float(_silhouette_samples(x, codes).mean())
+
+
+def silhouette_label(embeddings: Any, labels: Any, max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0) -> float:
+    """scib's label silhouette: (cosine ASW of ``labels`` + 1) / 2, in [0, 1] (NaN when undefined)."""
+    return (silhouette(embeddings, labels, max_cells, seed) + 1.0) / 2.0
+
+
+def silhouette_batch(embeddings: Any, batches: Any, labels: Any = None, max_cells: int | None = DEFAULT_MAX_CELLS,
+                     seed: int = 0) -> float:
+    """scib's batch silhouette: mean over labels of the mean 1 - |cosine silhouette by batch| of the
+    label's cells, in [0, 1] (1 = mixed). ``labels`` None: one label. NaN when no label qualifies."""
+    labels = np.zeros(len(np.asarray(batches, dtype=object)), dtype=np.int64) if labels is None else labels
+    x, codes, batch_codes = _drawn(embeddings, labels, max_cells, seed, batches=batches)
+    per_label = []
+    for label in np.unique(codes):
+        members = codes == label
+        within = pd.factorize(batch_codes[members])[0]
+        n_batches = int(within.max()) + 1
+        if n_batches == 1 or n_batches == len(within):
+            continue
+        per_label.append(float((1.0 - np.abs(_silhouette_samples(x[members], within))).mean()))
+    return float(np.mean(per_label)) if per_label else float("nan")
 
 
 def nearest_neighbours(embeddings: Any, k: int = DEFAULT_NEIGHBORS, queries: np.ndarray | None = None) -> np.ndarray:
@@ -156,14 +202,15 @@ def knn_batch_mixing(embeddings: Any, batches: Any, k: int = DEFAULT_NEIGHBORS,
 def embedding_scores(embeddings: Any, labels: Any = None, batches: Any = None, k: int = DEFAULT_NEIGHBORS,
                      max_cells: int | None = DEFAULT_MAX_CELLS, seed: int = 0) -> dict[str, float]:
     """``silhouette_label`` + ``knn_purity`` (with labels), ``silhouette_batch`` + ``knn_batch_mixing``
-    (with batches), each on the cells whose label / batch is known."""
+    (with batches; the batch silhouette per label when labels are given too), each on the cells
+    whose label / batch is known."""
     scores: dict[str, float] = {}
     cache: dict = {}
     if labels is not None:
-        scores["silhouette_label"] = silhouette(embeddings, labels, max_cells, seed)
+        scores["silhouette_label"] = silhouette_label(embeddings, labels, max_cells, seed)
         scores["knn_purity"] = float(_neighbour_agreement(embeddings, labels, k, max_cells, seed, cache).mean())
     if batches is not None:
-        scores["silhouette_batch"] = silhouette(embeddings, batches, max_cells, seed)
+        scores["silhouette_batch"] = silhouette_batch(embeddings, batches, labels, max_cells, seed)
         agreement = _neighbour_agreement(embeddings, batches, k, max_cells, seed, cache)
         scores["knn_batch_mixing"] = float(1.0 - agreement.mean())
     return scores

@@ -7,14 +7,15 @@ tokenized) and ``uns["langcell"]`` (settings + ``embedding_metrics``). The score
 (:mod:`lightning_langcell.inference.embedding_metrics`, :mod:`lightning_langcell.inference.retrieval`)
 are computed over all cells of all inputs together:
 
-- with labels (``data.label_column``): ``silhouette_label``, ``knn_purity`` and cell ↔ text
+- with labels (``data.label_column``): ``silhouette_label`` (scib's), ``knn_purity`` and cell ↔ text
   retrieval (recall@1/5/10 both ways, text→cell precision@k) against the class texts of the
   labels, built as zero-shot builds them; classes with the same text share it. Across datasets
   whose label names differ use ``data.label_column: cell_type_ontology_term_id``. A label
   column holding no label skips them with a warning; ``data.label_column: null`` skips them
   (a column absent from every input is the data module's error);
 - with ``batch_column`` (e.g. ``source_file``: the input file of each cell, or any obs column of
-  the inputs): ``silhouette_batch`` and ``knn_batch_mixing``.
+  the inputs): ``silhouette_batch`` (scib's: within each label when labels are given) and
+  ``knn_batch_mixing``.
 
 They are logged to the trainer's loggers (``embed/<metric>``) and stored in
 ``uns["langcell"]["embedding_metrics"]`` and ``LangCellEmbedder.results``.

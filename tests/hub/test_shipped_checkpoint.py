@@ -1,7 +1,7 @@
-"""The checkpoint we ship loads offline by name and reproduces its model card's held-out metrics."""
+"""The checkpoint we ship loads offline by name; its model card is the generated one, its numbers are the
+leaderboard's, and they reproduce; top-k agrees with exact scoring on cells it never saw."""
 
 import json
-import sys
 from pathlib import Path
 
 import anndata
@@ -10,7 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKPOINT = REPO / "checkpoints" / "langcell-tiny-bundled"
-sys.path.insert(0, str(REPO / "scripts"))
 
 pytestmark = pytest.mark.skipif(not CHECKPOINT.is_dir(), reason="shipped checkpoint not in this checkout")
 
@@ -23,23 +22,38 @@ def test_loads_by_name_offline_with_verified_files():
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(2.5e6, rel=0.05)
 
 
-def test_held_out_zero_shot_matches_the_model_card(tmp_path):
-    from evaluate_shipped_checkpoint import evaluate, recipe_test_cells
+def test_model_card_is_generated_from_the_leaderboard_results():
+    """README.md and metrics.json are what the card template renders from benchmarks/results/quality.json."""
+    from benchmarks.shipped_checkpoint import card_metrics, render_card
 
-    card = json.loads((CHECKPOINT / "metrics.json").read_text())["held_out_test_split"]["zeisel_mouse_brain"]
-    rows = recipe_test_cells(REPO / "recipes" / "pretrain.yaml", str(tmp_path))
-    source = next(s for s in rows if s.endswith("zeisel_mouse_brain.h5ad"))
-    adata = anndata.read_h5ad(source)[np.sort(rows[source])].copy()
-    assert adata.n_obs == card["cells"] == 55
-    result = evaluate(str(CHECKPOINT), adata, [1.0])
-    assert result["alpha=1.0"] == card["alpha=1.0"]
-    assert result["alpha=1.0"]["accuracy"] > 0.6  # 11 balanced classes: chance is 0.09
+    quality = json.loads((REPO / "benchmarks/results/quality.json").read_text())
+    assert (CHECKPOINT / "README.md").read_text() == render_card(quality)
+    assert json.loads((CHECKPOINT / "metrics.json").read_text()) == json.loads(json.dumps(card_metrics(quality)))
+    card = card_metrics(quality)
+    assert set(card["never_seen"]) >= {"pbmc3k", "garnett_pbmc_facs"}
+    assert set(card["labels_seen_held_out_cells"]) == {"pbmc68k_reduced", "baron_mouse_pancreas",
+                                                       "zeisel_mouse_brain", "mouse_lung_injury"}
+
+
+def test_card_numbers_reproduce_with_the_quality_suite_code(tmp_path):
+    """zeisel_mouse_brain's held-out test split, scored by the quality suite's own functions, gives the card's row."""
+    from benchmarks.quality import dataset_paths, load_dataset, zero_shot_rows
+    from benchmarks.shipped_checkpoint import recipe_test_cells
+
+    card = json.loads((CHECKPOINT / "metrics.json").read_text())["labels_seen_held_out_cells"]["zeisel_mouse_brain"]
+    (name, path, role), = dataset_paths(["zeisel_mouse_brain"])
+    data = load_dataset(name, path, role, None, recipe_test_cells(str(tmp_path)))
+    assert len(data.test) == card["test_cells"] == 55
+    rows, _ = zero_shot_rows(data, [1.0])
+    assert {m: rows[0][m] for m in card["alpha=1.0"]} == card["alpha=1.0"]
+    assert rows[0]["accuracy"] > 0.6  # 11 balanced classes: chance is 0.09
 
 
 def test_top_k_agrees_with_exact_mode_on_real_pbmcs():
     """Top-k keeps the exact mode's CTC/CTM balance (unscored classes stand in with the candidates'
-    mean exp(match)): on 200 real PBMCs (10 classes) top-3 agrees with exact on >= 98% of cells,
-    where a softmax over the k candidates alone would agree on fewer."""
+    mean exp(match)): on 200 real PBMCs the checkpoint never saw (pbmc3k, 9 classes), top-3 agrees
+    with exact more often than a softmax over the k candidates alone (measured 0.77 vs 0.65; on the
+    checkpoint's own training cells it agreed on >= 98%), and top-k over every class is exact."""
     import torch
 
     from lightning_langcell.data.collate import pad_token_lists
@@ -48,7 +62,7 @@ def test_top_k_agrees_with_exact_mode_on_real_pbmcs():
     from lightning_langcell.inference.classes import candidate_classes
     from lightning_langcell.tokenization import CLS_ID
 
-    adata = anndata.read_h5ad(REPO / "data" / "cells" / "pbmc68k_reduced.h5ad")
+    adata = anndata.read_h5ad(REPO / "data" / "cells" / "pbmc3k.h5ad")
     adata = adata[np.linspace(0, adata.n_obs - 1, 200).astype(int)].copy()
     model, text_tokenizer, vocabulary = load_zero_shot_model(str(CHECKPOINT))
     classes = candidate_classes(None, adata.obs, "cell_type")
@@ -63,4 +77,6 @@ def test_top_k_agrees_with_exact_mode_on_real_pbmcs():
     alone_pred = top3.candidates.gather(1, alone.argmax(1, keepdim=True))[:, 0]
     alone_agreement = float((alone_pred == exact.pred).float().mean())
     print(f"top-3 agreement {agreement:.3f}, softmax over the 3 alone {alone_agreement:.3f}")
-    assert agreement >= 0.98 and agreement > alone_agreement, (agreement, alone_agreement)
+    assert agreement > alone_agreement + 0.05, (agreement, alone_agreement)
+    every = build_scorer(model, classes, text_tokenizer, torch.device("cpu"), top_k=len(classes.names))(ids, mask)
+    assert bool((every.pred == exact.pred).all())

@@ -85,14 +85,16 @@ def test_embeddings_and_scores_of_two_datasets(embed, inputs, tmp_path):
     # the scores are the library functions on the written embeddings
     info = written[0].uns["langcell"]
     metrics = {key: float(value) for key, value in info["embedding_metrics"].items()}
-    assert metrics == cli.model.results["embedding_metrics"]
+    assert metrics == pytest.approx(cli.model.results["embedding_metrics"], nan_ok=True)
     obs = pd.concat([anndata.read_h5ad(path).obs for path in inputs])
     labels = obs["cell_type"].astype(str).to_numpy()
     batches = np.repeat(["pbmc68k_60", "garnett_40"], [60, 40])
     expected = embedding_scores(stacked, labels=labels, batches=batches, k=15)
     for key, value in expected.items():
-        assert metrics[key] == pytest.approx(value, abs=1e-9), key
-    assert metrics["knn_batch_mixing"] < 0.2 < metrics["silhouette_batch"]  # two studies barely mix
+        assert metrics[key] == pytest.approx(value, abs=1e-9, nan_ok=True), key
+    assert metrics["knn_batch_mixing"] < 0.2  # two studies barely mix
+    # scib's silhouette_batch is taken within each label: no label name occurs in both studies
+    assert np.isnan(metrics["silhouette_batch"])
 
     # retrieval: texts = the labels' class texts; 'B cells' (garnett) and 'CD19+ B' share CL:0000236
     classes = candidate_classes(None, obs, "cell_type", allow_missing_definitions=True)
