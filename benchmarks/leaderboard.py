@@ -227,6 +227,8 @@ def speed_section(speed: dict) -> list[str]:
             out += ["(no rows returned; printed table:)", "", "```", bench.get("printed", "").strip(), "```", ""]
             continue
         out += [*_plain_table(rows), ""]
+        if name in COST_RATIOS:
+            out += ["(ratio here = seconds / the baseline's seconds: a cost, lower is cheaper)", ""]
         for key, series in (bench.get("scaling") or {}).items():
             out += [f"{key.replace('_', ' ')}:", "", *_plain_table(series), ""]
     out += ["![speed ratios](plots/speed.png)"]
@@ -241,6 +243,8 @@ def _plain_table(rows: list[dict]) -> list[str]:
     return ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys),
             *["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in rows]]
 
+
+COST_RATIOS = {"corpus_verify_benchmark"}  # their "ratio" is seconds / the baseline's (a cost), not a speed-up
 
 SCALING_PLOTS = {  # (benchmark, scaling key) -> (x field, y field, title)
     ("tokenizer_benchmark", "scaling"): ("cells", "cells_per_s", "tokenizer: cells/s (CPU time) vs cells"),
@@ -262,6 +266,19 @@ def scaling_panels(speed: dict) -> list[tuple[str, str, str, dict[str, list[tupl
         if lines:
             panels.append((title, x, y, lines))
     return panels
+
+
+def speed_bars(speed: dict) -> dict[str, float]:
+    """``"<benchmark>: <case>"`` -> speed against the benchmark's baseline (×) of every speed row."""
+    bars = {}
+    for name, bench in speed["benchmarks"].items():
+        for row in bench.get("rows") or []:
+            ratio = row.get("ratio", row.get("speedup_wall"))
+            if isinstance(ratio, (int, float)) and name in COST_RATIOS:
+                ratio = 1 / ratio if ratio > 0 else None  # seconds / the baseline's -> speed
+            if isinstance(ratio, (int, float)):
+                bars[f"{name.replace('_benchmark', '')}: {row.get('case')}"] = ratio
+    return bars
 
 
 def _cell(value) -> str:
@@ -367,13 +384,8 @@ def plot(quality: dict | None, speed: dict | None, folder: Path) -> list[Path]:
         axes.legend(fontsize=7)
         save(figure, "zero_shot_alpha.png")
     if speed:
-        labels, ratios = [], []
-        for name, bench in speed["benchmarks"].items():
-            for row in bench.get("rows") or []:
-                ratio = row.get("ratio", row.get("speedup_wall"))
-                if isinstance(ratio, (int, float)):
-                    labels.append(f"{name.replace('_benchmark', '')}: {row.get('case')}")
-                    ratios.append(ratio)
+        bars = speed_bars(speed)
+        labels, ratios = list(bars), list(bars.values())
         if ratios:
             figure, axes = plt.subplots(figsize=(7, 0.35 * len(ratios) + 1.5))
             axes.barh(labels, ratios)

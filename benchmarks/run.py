@@ -7,13 +7,14 @@
   supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training
   (``--quick``: one subsampled dataset). ``results["timings"]`` has each part's time. A full
   run also regenerates the shipped checkpoint's model card (``--card-dir``) from its results.
-- ``speed``: the three speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
+- ``speed``: the speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
   file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
   × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
   every top-k on 300 never-seen PBMCs (pbmc3k) with the shipped trained checkpoint (``--quick``: the zero-shot
-  benchmark's tiny model). Each benchmark's ``scaling`` lists go to the JSON, tables and
-  ``plots/speed_scaling.png``.
+  benchmark's tiny model); the corpus integrity checks on a synthetic 200,000-cell corpus, in
+  reads of the corpus (``--quick``: 5,000 cells). Each benchmark's ``scaling`` lists go to the
+  JSON, tables and ``plots/speed_scaling.png``.
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits, config and
 the suite's measured wall time (``wall_s``), which the leaderboard and README quote.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).
@@ -45,10 +46,12 @@ SPEED_ARGS = {
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
                             "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",
                             "--real-model", "checkpoints/langcell-tiny-bundled"],
+    "corpus_verify_benchmark": ["--cells", "200000", "--mean-length", "1000", "--repeat", "3"],
 }
 SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
-QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick", "--real-cells", "40"]}  # tiny model, 40 real cells
+QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick", "--real-cells", "40"],  # tiny model, 40 real cells
+                     "corpus_verify_benchmark": ["--cells", "5000"]}
 
 
 def git_commit() -> str:

@@ -16,15 +16,16 @@ Layout of a corpus directory (format version 2; no pickle anywhere):
   and the byte size + BLAKE3 digest of every other file (of an ``.npy`` file: of its data after
   the fixed 128-byte header, ``digest_offset``; dtype and shape are checked from the header).
 
-Digests are BLAKE3 (cryptographic, ~3x faster than sha256 here), so hashing a large input
-costs a small fraction of tokenizing it.
+Digests are BLAKE3 (cryptographic and fast), so hashing a large input costs a small fraction
+of tokenizing it.
 
 Opening reads the manifest and the arrays' ``.npy`` headers and compares file sizes, shapes and
 dtypes with it, checks that the offsets rise and end at the token count (milliseconds at any
 size), and range-checks the token ids against the vocabulary once per corpus (the result is
 remembered by the tokens' digest and file stamp, in this process and under the cache root, so a
 re-open does not repeat it). ``verify_digests=True`` also re-hashes every file (BLAKE3, one pass
-over the corpus; see :mod:`lightning_langcell.data.corpus_verify` for the measured cost).
+over the corpus). The cost of each check, in reads of the corpus, is measured by
+``python -m benchmarks.corpus_verify_benchmark`` (speed suite).
 """
 
 from __future__ import annotations

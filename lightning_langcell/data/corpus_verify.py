@@ -5,10 +5,9 @@ size, dtype and shape (milliseconds); the offsets (rising, ending at the token c
 file's BLAKE3 digest against the manifest (one read of the corpus; skippable); the token ids
 against the vocabulary and the categorical codes against their categories (one more read).
 
-Cost, measured on a synthetic 1M-cell corpus (1,000 tokens per cell on average: 2.04 GB) on a
-2-core machine shared with other jobs, files in the page cache: opening (structure) 7-19 ms;
-the token-id range check 1.0 s the first time, 3-16 ms once remembered; the digest pass
-2.8-4.9 s, i.e. 410-750 MB/s (BLAKE3, one thread). From a cold disk the disk's speed bounds it.
+The cost of each check, in reads of the corpus, is measured by
+``python -m benchmarks.corpus_verify_benchmark`` (speed suite). From a cold disk the disk's
+speed bounds the passes that read the whole corpus.
 """
 
 from __future__ import annotations
