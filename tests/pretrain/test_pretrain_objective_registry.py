@@ -115,10 +115,11 @@ def test_unknown_and_all_zero_weights_are_errors():
         LangCellPretraining(loss_weights={"mgm": 0, "cell_cell": 0, "cell_text": 0, "matching": 0})
 
 
-def test_mgm_without_masking_in_the_data_module_fails_at_setup(tmp_path):
+@pytest.mark.parametrize("off", [None, 0.0])
+def test_mgm_without_masking_in_the_data_module_fails_at_setup(tmp_path, off):
     """``mgm_probability`` null/0 with MGM weight > 0: an error before the first step."""
     data = LangCellDataModule(str(REPO / "data/cells/pbmc68k_reduced.h5ad"), cache_dir=str(tmp_path), texts=False,
-                              max_length=32, mgm_probability=None)
+                              max_length=32, mgm_probability=off)
     task = LangCellPretraining(loss_weights=STAGE1)
     steps = []
     task.on_train_batch_start = lambda batch, batch_idx: steps.append(batch_idx)
