@@ -338,18 +338,17 @@ def run(args) -> dict:
     print(f"device={device} precision={args.precision} batch={args.batch_size} cells={args.cells} "
           f"official_cells={args.official_cells} gemm={gemm_rate / 1e9:.1f} GFLOP/s")
     rows, checks = [], {}
-    for size in args.sizes:
+    print(f"{'size':<10}{'case':<18}{'step ms':>10}{'real tok/s':>12}{'x fair':>8}{'MFU':>8}{'peak MiB':>10}")
+    for size in args.sizes:  # each size's rows as soon as they are measured
         found, checks[size] = run_size(size, args, device, autocast_dtype, gemm_rate)
         rows.extend(found)
+        for row in found:
+            label = "  (context: pad-to-2048 eager)" if row["case"] == CONTEXT else ""
+            print(f"{row['size']:<10}{row['case']:<18}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}"
+                  f"{row['ratio']:>8.2f}{row['mfu']:>8.1%}{row['peak_mib']:>10.0f}{label}", flush=True)
     headline = {row["size"]: row["ratio"] for row in rows if row["case"] == "ours"}
-    context = {size: headline[size] / row["ratio"] for size in args.sizes for row in rows
-               if row["size"] == size and row["case"] == CONTEXT}
-    print(f"{'size':<10}{'case':<18}{'step ms':>10}{'real tok/s':>12}{'x fair':>8}{'MFU':>8}{'peak MiB':>10}"
-          f"  ({rows[0]['peak_source']})")
-    for row in rows:
-        label = "  (context: pad-to-2048 eager)" if row["case"] == CONTEXT else ""
-        print(f"{row['size']:<10}{row['case']:<18}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}"
-              f"{row['ratio']:>8.2f}{row['mfu']:>8.1%}{row['peak_mib']:>10.0f}{label}")
+    context = {row["size"]: headline[row["size"]] / row["ratio"] for row in rows if row["case"] == CONTEXT}
+    print(f"(peak memory: {rows[0]['peak_source']})" if rows else "")
     for size in args.sizes:
         extra = f"; ours / pad-to-2048 eager (context): {context[size]:.2f}x" if size in context else ""
         print(f"headline {size}: ours / {BASELINE} = {headline[size]:.2f}x real tokens/s{extra}; "
