@@ -57,8 +57,9 @@ class SubsetDataModule(LangCellDataModule):
 
     def __init__(self, data: str, train_cells: np.ndarray, test_cells: np.ndarray, **kwargs: Any):
         # ``split`` is unused here; (1, 0, 0) tells the tasks' class-size check that no stratified
-        # train/test split is drawn (a class of 1 cell is fine when the splits are given).
-        super().__init__(data, **{"split": (1.0, 0.0, 0.0), **kwargs})
+        # train/test split is drawn (a class of 1 cell is fine when the splits are given). Classifiers
+        # train on unmasked cells: masking (on by default, for pre-training) is off.
+        super().__init__(data, **{"split": (1.0, 0.0, 0.0), "mgm_probability": 0.0, **kwargs})
         self.train_cells = np.sort(np.asarray(train_cells, dtype=np.int64))
         self.test_cells = np.sort(np.asarray(test_cells, dtype=np.int64))
 

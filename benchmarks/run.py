@@ -41,7 +41,8 @@ HERE = Path(__file__).resolve().parent
 SPEED_ARGS = {
     "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "3",
                             "--scaling", "2500,5000,10000"],
-    "pretrain_step_benchmark": ["--layers", "2", "--hidden", "128", "--cells", "16", "--threads", "1",
+    "pretrain_step_benchmark": ["--sizes", "tiny,official", "--context-sizes", "tiny", "--cells", "8",
+                                "--official-cells", "2", "--batch-size", "2", "--threads", "1",
                                 "--lengths", "128,1024", "--scaling-steps", "1"],
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
                             "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",

@@ -52,6 +52,17 @@ class CellBatchCollator:
     text_pad_id: int = 0
     vocab_size: int = 25427
 
+    def batch_fields(self, labels: bool, texts: bool) -> set[str]:
+        """The keys of the batches this collator makes from items with/without labels and texts."""
+        fields = {"input_ids", "attention_mask", "index"}
+        if labels:
+            fields.add("labels")
+        if texts:
+            fields |= {"text_input_ids", "text_attention_mask", "text_ids"}
+        if self.mgm_probability > 0:
+            fields |= {"mgm_input_ids", "mgm_labels"}
+        return fields
+
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = pad_token_lists(
             [item["input_ids"] for item in items], CLS_ID, self.max_length

@@ -41,7 +41,9 @@ class LangCellDataModule(pl.LightningDataModule):
         type2text: JSON file mapping labels/ontology ids to texts (overrides the ontology).
         max_length: cell tokens fed to the model including ``<cls>`` (official 2048).
         batch_size / eval_batch_size: cells per batch (per device).
-        mgm_probability: fraction of gene tokens masked for masked gene modelling (0: off).
+        mgm_probability: fraction of gene tokens masked for masked gene modelling in training and
+            validation batches: the official 0.15 by default, as pre-training needs; 0 (or null)
+            switches masking off (classifiers, zero-shot, embedding).
         split: train/val/test fractions of a seeded split stratified by label.
         split_by / held_out: obs column and values whose cells form the test split instead
             (cross-dataset evaluation), e.g. ``split_by="source_file"``.
@@ -69,7 +71,7 @@ class LangCellDataModule(pl.LightningDataModule):
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
-        mgm_probability: float = 0.0,
+        mgm_probability: float | None = 0.15,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
         split_by: str | None = None,
         held_out: Sequence[str] | None = None,
@@ -248,9 +250,16 @@ class LangCellDataModule(pl.LightningDataModule):
         pad = 0 if self._text_tokenizer is None else (self._text_tokenizer.pad_token_id or 0)
         return CellBatchCollator(
             max_length=self.hparams.max_length,
-            mgm_probability=self.hparams.mgm_probability if masked else 0.0,
+            mgm_probability=(self.hparams.mgm_probability or 0.0) if masked else 0.0,
             seed=self.hparams.seed,
             text_pad_id=pad,
+        )
+
+    def batch_fields(self) -> set[str]:
+        """The fields of a training batch (what pre-training objectives can rely on), known before
+        any data is read."""
+        return self.collator(masked=True).batch_fields(
+            labels=self.hparams.label_column is not None, texts=self.hparams.texts
         )
 
     def _grouped_batches(self, name: str, shuffle: bool) -> EpochTaggedBatches:

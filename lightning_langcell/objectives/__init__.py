@@ -5,6 +5,9 @@
 - CTC: :func:`cell_text_contrastive_loss` (identical texts are shared positives)
 - CTM: :func:`sample_hard_negatives` → :func:`build_matching_batch` → :func:`cell_text_matching_loss`
 
+Each objective is also a registered :class:`Objective` (:mod:`~lightning_langcell.objectives.registry`,
+built-ins in :mod:`~lightning_langcell.objectives.pretraining`) that ``LangCellPretraining`` loops over.
+
 Contrastive and matching losses gather the world batch across ``torch.distributed`` ranks
 (OpenCLIP local loss); see :mod:`lightning_langcell.objectives.distributed` for the scaling.
 """
@@ -40,8 +43,32 @@ from lightning_langcell.objectives.matching import (
     hard_negative_probabilities,
     sample_hard_negatives,
 )
+from lightning_langcell.objectives.pretraining import (
+    CellCellContrastive,
+    CellTextContrastive,
+    CellTextMatching,
+    MaskedGeneModelling,
+)
+from lightning_langcell.objectives.registry import (
+    Objective,
+    register_objective,
+    registered_objectives,
+    resolve_loss_weights,
+    unregister_objective,
+)
+from lightning_langcell.objectives.step import PretrainingStep
 
 __all__ = [
+    "CellCellContrastive",
+    "CellTextContrastive",
+    "CellTextMatching",
+    "MaskedGeneModelling",
+    "Objective",
+    "PretrainingStep",
+    "register_objective",
+    "registered_objectives",
+    "resolve_loss_weights",
+    "unregister_objective",
     "IGNORE_INDEX",
     "ContrastiveStats",
     "GatheredBatch",

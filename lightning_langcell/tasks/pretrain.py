@@ -6,18 +6,9 @@ from typing import Any, Sequence
 
 import torch
 
-from lightning_langcell.objectives import (
-    build_matching_batch,
-    cell_cell_contrastive_loss,
-    cell_text_contrastive_loss,
-    cell_text_matching_loss,
-    masked_gene_modelling_loss,
-    masked_gene_positions,
-    sample_hard_negatives,
-)
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.objectives import PretrainingStep, registered_objectives, resolve_loss_weights
 from lightning_langcell.tasks.base import LangCellTask, build_model, freeze_modules
-
-LOSSES = ("mgm", "cell_cell", "cell_text", "matching")
 
 
 class LangCellPretraining(LangCellTask):
@@ -26,7 +17,10 @@ class LangCellPretraining(LangCellTask):
     Each step encodes every cell twice: view A with the MGM-masked genes (MGM loss and the
     first C–C view), view B unmasked (second C–C view, and the cell side of CTC and CTM).
     Stage 1 of the paper is ``loss_weights={mgm: 1, cell_cell: 1, cell_text: 0, matching: 0}``,
-    stage 2 all four. A weight of 0 switches a loss (and its forward work) off.
+    stage 2 all four. A weight of 0 switches a loss (and its forward work) off. The losses are
+    the registered objectives (:mod:`lightning_langcell.objectives.registry`); each one with
+    weight > 0 runs, in registration order, and one whose batch fields the data module does not
+    provide is an error at setup (and at the batch), never a skipped term.
 
     Args:
         model: preset name (``tiny``, ``langcell``) or a ``LangCellConfig`` dict.
@@ -34,7 +28,8 @@ class LangCellPretraining(LangCellTask):
             the data module's text tokenizer.
         text_init: local HF BERT directory to start the text encoder from.
         init_from: checkpoint to start from (stage 2 from stage 1, fine-tuning a release).
-        loss_weights: weight of each of ``mgm``, ``cell_cell``, ``cell_text``, ``matching``.
+        loss_weights: weight of each registered objective (``mgm``, ``cell_cell``, ``cell_text``,
+            ``matching`` and any registered later); unnamed ones keep their default weight.
         cell_cell_temperature: fixed temperature of the cell–cell InfoNCE.
         freeze: submodules whose weights stay fixed, e.g. ``[text_bert]``.
         attn_implementation: cell-encoder attention (``sdpa`` or ``eager``).
@@ -66,21 +61,32 @@ class LangCellPretraining(LangCellTask):
     ):
         super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
         self.save_hyperparameters()
-        weights = {name: 1.0 for name in LOSSES}
-        unknown = set(loss_weights or {}) - set(LOSSES)
-        if unknown:
-            from lightning_langcell.errors import LangCellInputError
-
-            raise LangCellInputError(f"Unknown loss names {sorted(unknown)}.", f"Use {list(LOSSES)}.")
-        weights.update(loss_weights or {})
-        self.loss_weights = weights
+        self.loss_weights = resolve_loss_weights(loss_weights)
+        self.objectives = [
+            objective for name, objective in registered_objectives().items() if self.loss_weights[name] > 0
+        ]
+        if not self.objectives:
+            raise LangCellInputError("Every pre-training loss weight is 0: nothing would be trained.",
+                                     f"Give at least one of {list(self.loss_weights)} a weight > 0.")
+        for objective in self.objectives:
+            unknown = set(objective.outputs) - set(PretrainingStep.OUTPUTS)
+            if unknown:
+                raise LangCellInputError(f"Objective {objective.name!r} asks for unknown model outputs {sorted(unknown)}.",
+                                         f"Use outputs among {list(PretrainingStep.OUTPUTS)}.")
         self.cell_cell_temperature = cell_cell_temperature
         self.deterministic_steps = deterministic_steps
         self.model = build_model(model, text_tokenizer, text_init, init_from, attn_implementation, gradient_checkpointing)
         freeze_modules(self.model, freeze)
 
-    def active(self, name: str) -> bool:
-        return self.loss_weights.get(name, 0.0) > 0
+    def setup(self, stage: str) -> None:
+        """Before the first step: every active objective's batch fields must be ones the data module's
+        batches carry (e.g. masked gene modelling needs ``data.mgm_probability`` > 0)."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        fields = getattr(datamodule, "batch_fields", None)
+        if stage in ("fit", "validate") and callable(fields):
+            provided = fields()
+            for objective in self.objectives:
+                objective.check_fields(provided, "the data module (`data:` section)")
 
     def _generator(self, device: torch.device) -> torch.Generator:
         """Hard-negative sampling RNG, seeded per (global step, rank) so resumes reproduce it."""
@@ -90,47 +96,17 @@ class LangCellPretraining(LangCellTask):
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Weighted total loss and a dict of every loss and statistic for logging."""
-        model, logs = self.model, {}
+        for objective in self.objectives:
+            objective.check_fields(batch, "the batch")
+        step = PretrainingStep(
+            self.model, batch, self._generator(batch["input_ids"].device),
+            {"cell_cell_temperature": self.cell_cell_temperature},
+        )
         losses: dict[str, torch.Tensor] = {}
-        mask = batch["attention_mask"]
-        view_a = None
-        if self.active("mgm") or self.active("cell_cell"):
-            masked = batch.get("mgm_input_ids", batch["input_ids"])
-            hidden_a, view_a = model.encode_cells(masked, mask)
-            if self.active("mgm") and "mgm_labels" in batch:
-                labels = batch["mgm_labels"]
-                logits = model.mgm_logits(hidden_a, masked_gene_positions(labels))
-                losses["mgm"], stats = masked_gene_modelling_loss(logits, labels)
-                logs["mgm_accuracy"] = stats["accuracy"]
-        hidden_b, view_b = model.encode_cells(batch["input_ids"], mask)
-        if self.active("cell_cell"):
-            losses["cell_cell"], stats = cell_cell_contrastive_loss(view_a, view_b, self.cell_cell_temperature)
-            logs.update({f"cell_cell_{k}": v for k, v in stats.scalars().items()})
-        if self.active("cell_text") or self.active("matching"):
-            _, text_emb = model.encode_texts(batch["text_input_ids"], batch["text_attention_mask"])
-            temperature = model.temperature()
-            ctc, stats = cell_text_contrastive_loss(view_b, text_emb, batch["text_ids"], temperature)
-            logs["temperature"] = temperature.detach()
-            logs.update(stats.scalars())
-            if self.active("cell_text"):
-                losses["cell_text"] = ctc
-            if self.active("matching"):
-                generator = self._generator(view_b.device)
-                text_ids = batch["text_ids"]
-                negative_texts = sample_hard_negatives(stats.logits_ab, text_ids, stats.ids_world, generator)
-                negative_cells = sample_hard_negatives(stats.logits_ba, text_ids, stats.ids_world, generator)
-                pairs = build_matching_batch(
-                    hidden_b, mask, batch["text_input_ids"], batch["text_attention_mask"],
-                    negative_texts, negative_cells,
-                )
-                logits = model.match_logits(
-                    pairs.text_input_ids, pairs.text_attention_mask, pairs.cell_hidden, pairs.cell_attention_mask
-                )
-                losses["matching"], match_stats = cell_text_matching_loss(logits, pairs.labels)
-                logs["matching_accuracy"] = match_stats["accuracy"]
-                logs["matching_skipped_rows"] = torch.tensor(
-                    float(negative_texts.num_skipped + negative_cells.num_skipped), device=view_b.device
-                )
+        for objective in self.objectives:
+            losses[objective.name], stats = objective.compute(step)
+            step.logs.update(stats)
+        logs = step.logs
         total = sum(self.loss_weights[name] * value for name, value in losses.items())
         logs.update({f"loss_{name}": value.detach() for name, value in losses.items()})
         return total, logs

@@ -39,10 +39,11 @@ def argmax_hard_negatives(logits, ids_local, ids_world, generator=None) -> HardN
 
 def one_step(batch: dict, state: dict) -> dict:
     """Loss, logged losses and parameter gradients of one compute_losses + backward."""
-    import lightning_langcell.tasks.pretrain as pretrain
+    import lightning_langcell.objectives.pretraining as objectives
+    from lightning_langcell.tasks import LangCellPretraining
 
-    pretrain.sample_hard_negatives = argmax_hard_negatives
-    task = pretrain.LangCellPretraining(model="tiny")
+    objectives.sample_hard_negatives = argmax_hard_negatives  # where the matching objective looks it up
+    task = LangCellPretraining(model="tiny")
     task.load_state_dict(state)
     task.eval()
     total, logs = task.compute_losses(batch)
@@ -103,13 +104,13 @@ def ranks(inputs):
 
 @pytest.fixture(scope="module")
 def single(inputs):
-    import lightning_langcell.tasks.pretrain as pretrain
+    import lightning_langcell.objectives.pretraining as objectives
 
-    original = pretrain.sample_hard_negatives
+    original = objectives.sample_hard_negatives
     try:
         return one_step(inputs["world"], inputs["state"])
     finally:
-        pretrain.sample_hard_negatives = original
+        objectives.sample_hard_negatives = original
 
 
 def test_the_world_batch_is_really_split(inputs):
