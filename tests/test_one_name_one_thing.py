@@ -17,8 +17,8 @@ from lightning_langcell.models.config import CellEncoderConfig, LangCellConfig, 
 ROOT = Path(lightning_langcell.__file__).resolve().parent
 #: Modules whose job is to print a command's result to the terminal.
 PRINTING_MODULES = {"cli.py", "__main__.py"}
-#: Names still defined twice, each with the change that removes it.
-KNOWN_DUPLICATES = {"LOSSES"}  # tasks/pretrain.py vs few_shot.py: pluggable objectives (issue 19, h3) replace them
+#: Names still defined twice (none: each public name has one home).
+KNOWN_DUPLICATES: set[str] = set()
 
 
 def _modules():
