@@ -74,9 +74,10 @@ def test_existing_output_is_refused_before_the_first_batch(predict, scored_batch
                                                            tmp_path, recipe):
     output = tmp_path / "done.h5ad"
     output.write_bytes(b"finished work")
-    with pytest.raises(LangCellInputError, match=r"done.h5ad exists.*--model.init_args.overwrite true"):
+    with pytest.raises(LangCellInputError, match=r"done.h5ad exists") as refused:
         predict(recipe, pbmc_h5ad, repo_root / BUNDLED, "--model.init_args.output", str(output))
     assert scored_batches == [] and output.read_bytes() == b"finished work"
+    assert "--model.init_args.overwrite true" in str(refused.value)
     predict(recipe, pbmc_h5ad, repo_root / BUNDLED, "--model.init_args.output", str(output),
             "--model.init_args.overwrite", "true")
     assert scored_batches and anndata.read_h5ad(output).obsm["X_langcell"].shape == (50, 256)
