@@ -12,6 +12,7 @@ import torch
 from lightning_langcell.data.datamodule import LangCellDataModule
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.tasks.classify import CellClassificationTask
+from lightning_langcell.tasks.run_folder import dataset_name
 
 TINY_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "0",
             "--trainer.num_sanity_val_steps", "0"]
@@ -47,16 +48,25 @@ def test_k_shot_zero_is_refused(run_cli, repo_root):
         run_cli("fit", "few_shot.yaml", "--data.k_shot", "0", *TINY_FIT)
 
 
-def test_few_shot_runs_with_another_k_or_seed_keep_their_folders(run_cli, tmp_path):
+def test_dataset_names_of_run_folders():
+    assert dataset_name("data/cells/pbmc3k.h5ad") == "pbmc3k"
+    assert dataset_name(["a/x.h5ad", "b/y.h5ad"]) == "x+y"
+    assert dataset_name("corpora/scLibrary") == "scLibrary" and dataset_name(None) is None
+
+
+def test_few_shot_runs_with_another_dataset_k_or_seed_keep_their_folders(run_cli, tmp_path):
     run_cli("fit", "few_shot.yaml", "--data.k_shot", "2", *TINY_FIT)
-    first = tmp_path / "runs/few_shot/k2_seed0/checkpoints/last.ckpt"
+    first = tmp_path / "runs/few_shot/pbmc68k_reduced/k2_seed0/checkpoints/last.ckpt"
     before = first.read_bytes()
     run_cli("fit", "few_shot.yaml", "--data.k_shot", "3", *TINY_FIT)
     run_cli("fit", "few_shot.yaml", "--data.k_shot", "2", "--data.seed", "1", "--seed_everything", "1", *TINY_FIT)
-    assert sorted(p.name for p in (tmp_path / "runs/few_shot").iterdir()) == ["k2_seed0", "k2_seed1", "k3_seed0"]
+    run_cli("fit", "few_shot.yaml", "--data.k_shot", "2", *TINY_FIT, data="data/cells/pbmc3k.h5ad")
+    runs = tmp_path / "runs/few_shot"
+    assert sorted(p.name for p in (runs / "pbmc68k_reduced").iterdir()) == ["k2_seed0", "k2_seed1", "k3_seed0"]
+    assert (runs / "pbmc3k/k2_seed0/checkpoints/last.ckpt").is_file()
     assert first.read_bytes() == before
     cli = run_cli("test", "few_shot.yaml", "--data.k_shot", "2", "--ckpt_path", str(first))
-    results = json.loads((tmp_path / "runs/few_shot/k2_seed0/test_results.json").read_text())
+    results = json.loads((runs / "pbmc68k_reduced/k2_seed0/test_results.json").read_text())
     # the split actually used: k per class for training, the other labelled cells 10% / 90%
     assert results["split_fractions"] is None and results["k_shot"] == 2
     assert results["split_used"] == {"train": "2 labelled cells per class (seeded)",
