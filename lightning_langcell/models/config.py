@@ -138,7 +138,7 @@ class LangCellConfig:
                 f"cell encoder's hidden_size is {self.cell['hidden_size']}.",
                 "Set text.encoder_width to the cell hidden_size.",
             )
-        for name, limit in (("max_length", self.cell["max_position_embeddings"]),
+        for name, limit in (("max_length", self.cell_positions()),
                             ("text_max_length", self.text.max_position_embeddings)):
             value = getattr(self, name)
             if value is not None and not 2 <= value <= limit:
@@ -154,7 +154,11 @@ class LangCellConfig:
 
     def cell_max_length(self) -> int:
         """Cell tokens per cell the model was trained with (its position table when not recorded)."""
-        return int(self.max_length or self.cell["max_position_embeddings"])
+        return int(self.max_length or self.cell_positions())
+
+    def cell_positions(self) -> int:
+        """Rows of the cell encoder's position table: the longest cell it can read."""
+        return int(self.cell_bert_config().max_position_embeddings)
 
     def text_length(self) -> int:
         """Text tokens per text the model was trained with (its position table when not recorded)."""

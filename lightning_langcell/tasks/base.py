@@ -87,7 +87,7 @@ def use_trained_lengths(datamodule: Any, config: LangCellConfig) -> int:
         return config.cell_max_length()
     if hparams.max_length is None:
         hparams.max_length = config.cell_max_length()
-    limit = int(config.cell["max_position_embeddings"])
+    limit = config.cell_positions()
     if hparams.max_length > limit:
         raise LangCellInputError(
             f"data.max_length {hparams.max_length} exceeds the model's {limit} cell positions.",
