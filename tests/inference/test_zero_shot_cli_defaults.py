@@ -20,6 +20,7 @@ def predict(repo_root, tmp_path, tmp_path_factory, monkeypatch):
     from lightning_langcell.cli import main
 
     monkeypatch.setattr("sys.argv", ["lightning_langcell"])
+    monkeypatch.setenv("LANGCELL_DEBUG", "1")  # the library's errors propagate (not a printed message + exit 2)
     cache = tmp_path_factory.getbasetemp() / "zero_shot_default_corpora"
 
     def run(recipe, data, checkpoint, *extra):
