@@ -17,13 +17,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.annotate import check_gene_vocabulary
 from lightning_langcell.inference.cpu_memory import retained_cpu_memory
-from lightning_langcell.inference.output import (
-    CellResults,
-    check_output_path,
-    h5ad_n_obs,
-    write_annotated_copy,
-    write_h5ad,
-)
+from lightning_langcell.inference.output import CellResults, h5ad_n_obs, write_annotated_copy, write_h5ad
 
 # (mask of the gathered rows from this source [R], their rows in the source file [S], the
 # file's cell count, the source entry of the corpus manifest) -> the results of that file
@@ -52,8 +46,7 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
     """Collects prediction batches (dicts of tensors [B, ...] with the corpus row ``index``) and,
     at the end of the epoch, hands all cells sorted by corpus row to :meth:`finish` (rank 0,
     after gathering every rank's cells). Outputs: ``output`` (a .h5ad for one input, or a
-    folder), default ``<trainer.default_root_dir>/<input name>.langcell.h5ad``; they are checked
-    before the first batch (an existing one needs ``overwrite=True``). On CPU, freed
+    folder), default ``<trainer.default_root_dir>/<input name>.langcell.h5ad``. On CPU, freed
     memory stays in the process for the whole prediction loop (``inference.cpu_memory``)."""
 
     message = "Results written to"
@@ -65,16 +58,6 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
         self._parts: list[dict[str, np.ndarray]] = []
         self.written: list[Path] = []
         self._memory = contextlib.ExitStack()
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check every output path before the first cell is scored (the data module is set up
-        first): an existing output without ``overwrite`` fails now, not after all the work."""
-        corpus = getattr(getattr(trainer, "datamodule", None), "corpus", None)
-        if stage != "predict" or corpus is None or not trainer.is_global_zero:
-            return
-        for source, target in zip(corpus.sources, self._targets(trainer, corpus.sources)):
-            path = source.get("path")
-            check_output_path(target, self.overwrite, path if path and Path(path).is_file() else None)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._memory.enter_context(retained_cpu_memory(pl_module.device))
@@ -118,6 +101,18 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
     @abc.abstractmethod
     def finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, rows: dict[str, np.ndarray]) -> list[Path]:
         """Compute, log and write the results of all cells (``rows``, sorted by corpus row); returns the files."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check every output path before the first cell is scored (the data module is set up
+        first): an existing output without ``overwrite`` fails now, not after all the work."""
+        from lightning_langcell.inference.output import check_output_path
+
+        corpus = getattr(getattr(trainer, "datamodule", None), "corpus", None)
+        if stage != "predict" or corpus is None or not trainer.is_global_zero:
+            return
+        for source, target in zip(corpus.sources, self._targets(trainer, corpus.sources)):
+            path = source.get("path")
+            check_output_path(target, self.overwrite, path if path and Path(path).is_file() else None)
 
     def _targets(self, trainer: pl.Trainer, sources: list[dict]) -> list[Path]:
         names = [Path(source.get("path") or f"cells_{i}.h5ad").stem for i, source in enumerate(sources)]
