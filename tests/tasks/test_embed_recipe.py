@@ -37,6 +37,7 @@ def embed(repo_root, tmp_path, tmp_path_factory, monkeypatch):
     from lightning_langcell.cli import main
 
     monkeypatch.setattr("sys.argv", ["lightning_langcell"])
+    monkeypatch.setenv("LANGCELL_DEBUG", "1")  # library errors propagate instead of a message + exit 2
     cache = tmp_path_factory.getbasetemp() / "embed_corpora"
 
     def run(data, *extra):

@@ -19,12 +19,6 @@ TINY_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1", "
 BUNDLED = "checkpoints/langcell-tiny-bundled"
 
 
-@pytest.fixture(autouse=True)
-def library_errors_propagate(monkeypatch):
-    """The CLI raises the library's errors instead of printing them and exiting with code 2."""
-    monkeypatch.setenv("LANGCELL_DEBUG", "1")
-
-
 @pytest.fixture()
 def training_steps(monkeypatch):
     calls = []
