@@ -18,6 +18,10 @@ from lightning_langcell.data.datasets import CellDataset, EpochTaggedBatches
 from lightning_langcell.errors import LangCellInputError
 
 SPLITS = ("train", "val", "test")
+#: k-shot runs: the labelled cells not picked for training, split (stratified) into val / test
+K_SHOT_REST_SPLIT = (0.0, 0.1, 0.9)
+#: cell length when neither the user nor a task set ``max_length`` (the released LangCell's)
+DEFAULT_MAX_LENGTH = 2048
 
 
 def default_cache_dir() -> Path:
@@ -39,7 +43,8 @@ class LangCellDataModule(pl.LightningDataModule):
         text_tokenizer: local HF BERT tokenizer directory; ``None`` uses the bundled vocabulary.
         text_max_length: text tokens kept per text.
         type2text: JSON file mapping labels/ontology ids to texts (overrides the ontology).
-        max_length: cell tokens fed to the model including ``<cls>`` (official 2048).
+        max_length: cell tokens fed to the model including ``<cls>``; None: the length the
+            checkpoint was trained with (set by the task; 2048 without one).
         batch_size / eval_batch_size: cells per batch (per device).
         mgm_probability: fraction of gene tokens masked for masked gene modelling in training and
             validation batches: the official 0.15 by default, as pre-training needs; 0 (or null)
@@ -47,7 +52,8 @@ class LangCellDataModule(pl.LightningDataModule):
         split: train/val/test fractions of a seeded split stratified by label.
         split_by / held_out: obs column and values whose cells form the test split instead
             (cross-dataset evaluation), e.g. ``split_by="source_file"``.
-        k_shot: k training cells per class (few-shot); the rest is split into val and test.
+        k_shot: k >= 1 training cells per class (few-shot; None: not few-shot); the other labelled
+            cells are split into val and test (``K_SHOT_REST_SPLIT``).
         seed: seed of splits, batch order and masks.
         pool_size: batches' worth of cells sorted together for length grouping.
         assume_counts: accept an X that does not look like raw counts.
@@ -67,7 +73,7 @@ class LangCellDataModule(pl.LightningDataModule):
         text_tokenizer: str | None = None,
         text_max_length: int = 256,
         type2text: str | None = None,
-        max_length: int = 2048,
+        max_length: int | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
@@ -82,6 +88,11 @@ class LangCellDataModule(pl.LightningDataModule):
         verify_digests: bool = True,
     ):
         super().__init__()
+        if k_shot is not None and k_shot < 1:
+            raise LangCellInputError(
+                f"k_shot {k_shot}: a few-shot run needs at least 1 training cell per class.",
+                "Pass data.k_shot >= 1, or data.k_shot null to train on the split fractions instead.",
+            )
         self.save_hyperparameters()
         self.inputs = [str(data)] if isinstance(data, (str, os.PathLike)) else [str(p) for p in data]
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -219,7 +230,7 @@ class LangCellDataModule(pl.LightningDataModule):
             pool, test = everything[~held], everything[held]
         named = None if labels is None else np.array(self.classes + ["<unlabelled>"], dtype=object)[labels]
         pool_labels = None if labels is None else named[pool]
-        if hp.k_shot:
+        if hp.k_shot is not None:
             if labels is None:
                 raise LangCellInputError("k_shot needs labels.", "Set data.label_column.")
             pool = pool[labels[pool] >= 0]  # unlabelled cells are neither shots nor test cells
@@ -227,7 +238,7 @@ class LangCellDataModule(pl.LightningDataModule):
             train_local, rest_local = k_shot_indices(pool_labels, hp.k_shot, hp.seed)
             train, rest = pool[train_local], pool[rest_local]
             if hp.split_by is None:
-                parts = stratified_split(named[rest], (0.0, 0.1, 0.9), hp.seed)
+                parts = stratified_split(named[rest], K_SHOT_REST_SPLIT, hp.seed)
                 return {"train": train, "val": rest[parts["val"]], "test": rest[parts["test"]]}
             return {"train": train, "val": rest, "test": test}
         fractions = tuple(hp.split)
@@ -249,7 +260,7 @@ class LangCellDataModule(pl.LightningDataModule):
     def collator(self, masked: bool) -> CellBatchCollator:
         pad = 0 if self._text_tokenizer is None else (self._text_tokenizer.pad_token_id or 0)
         return CellBatchCollator(
-            max_length=self.hparams.max_length,
+            max_length=self.hparams.max_length or DEFAULT_MAX_LENGTH,
             mgm_probability=(self.hparams.mgm_probability or 0.0) if masked else 0.0,
             seed=self.hparams.seed,
             text_pad_id=pad,

@@ -14,6 +14,7 @@ recipes/zero_shot.yaml``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,11 @@ def check_gene_vocabulary(model: LangCellModel, data_size: int, data_checksum: s
 
 
 def tokenize_class_texts(texts: list[str], tokenizer: Any, model: LangCellModel) -> dict[str, torch.Tensor]:
-    """Class texts → padded ``input_ids``/``attention_mask`` [C, L]; refuses ids beyond the text table."""
+    """Class texts → padded ``input_ids``/``attention_mask`` [C, L] (at most the text length the
+    model was trained with); refuses ids beyond the text table."""
     from lightning_langcell.text import tokenize_texts
 
-    max_length = min(int(model.config.text.max_position_embeddings), getattr(tokenizer, "model_max_length", 10**9))
+    max_length = min(model.config.text_length(), getattr(tokenizer, "model_max_length", 10**9))
     encoded = tokenize_texts(texts, tokenizer, max_length=max_length)
     rows = int(model.config.text.vocab_size)
     if int(encoded["input_ids"].max()) >= rows:
@@ -120,21 +122,41 @@ def tokenize_cells(adata, tokenizer) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def score_cells(scorer: ZeroShotScorer, tokens: list[np.ndarray], batch_size: int, max_length: int,
-                device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Final probabilities [n, C] and cell embeddings [n, E] (float32, input order) of token lists."""
+                device: torch.device, progress: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Final probabilities [n, C] and cell embeddings [n, E] (float32, input order) of token lists.
+
+    ``progress``: a progress bar over the cells on stderr (None: only when stderr is a terminal).
+    """
+    from tqdm.auto import tqdm
+
     from lightning_langcell.data.collate import pad_token_lists
     from lightning_langcell.tokenization import CLS_ID
 
     order = np.argsort([-len(t) for t in tokens], kind="stable")  # longest first: least padding
     probabilities = np.empty((len(tokens), len(scorer.classes)), dtype=np.float32)
     embeddings = np.empty((len(tokens), int(scorer.model.config.embed_dim)), dtype=np.float32)
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        input_ids, attention_mask = pad_token_lists([tokens[i] for i in batch], CLS_ID, max_length)
-        out = scorer(input_ids.to(device), attention_mask.to(device))
-        probabilities[batch] = out.final_probs.float().cpu().numpy()
-        embeddings[batch] = out.cell_embedding.float().cpu().numpy()
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    with tqdm(total=len(tokens), desc="annotate", unit="cell", disable=not show) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            input_ids, attention_mask = pad_token_lists([tokens[i] for i in batch], CLS_ID, max_length)
+            out = scorer(input_ids.to(device), attention_mask.to(device))
+            probabilities[batch] = out.final_probs.float().cpu().numpy()
+            embeddings[batch] = out.cell_embedding.float().cpu().numpy()
+            bar.update(len(batch))
     return probabilities, embeddings
+
+
+def check_several_classes(classes: CandidateClasses) -> None:
+    """Refuse fewer than 2 candidate classes: one class would be every cell's answer with
+    probability 1, whatever the cells are (no annotation, and no metric can be computed)."""
+    if len(classes) < 2:
+        raise LangCellInputError(
+            f"Zero-shot annotation needs at least 2 candidate classes, got {len(classes)} "
+            f"({list(classes.names)}): every cell would get it with probability 1.",
+            "Pass classes=[...] (model.init_args.classes) with the cell types the cells could be; the "
+            "ground truth may still hold a single label.",
+        )
 
 
 # ------------------------------------------------------------------------------------- API
@@ -151,12 +173,13 @@ def annotate(
     allow_missing_definitions: bool = False,
     text_tokenizer: Any = None,
     temperature: float = OFFICIAL_TEMPERATURE,
-    max_length: int = 2048,
+    max_length: int | None = None,
     class_chunk_size: int = 32,
     assume_counts: bool = False,
     device: str | torch.device | None = None,
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
+    progress: bool | None = None,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -168,15 +191,17 @@ def annotate(
         label_column: obs column of the ground truth (metrics computed when present).
         alpha: CTC weight of the blend (0.1 official; 1.0 = CTC only, no matcher).
         top_k: run the matcher on each cell's k best CTC classes only (None: exact scores).
-        batch_size: cells per forward pass. ``max_length``: ``<cls>`` + genes per cell (2048).
+        batch_size: cells per forward pass. ``max_length``: ``<cls>`` + genes per cell (None: the
+            length the checkpoint was trained with; 2048 for the released LangCell).
         type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
             classes without definition instead of raising.
         text_tokenizer: path or tokenizer; None: the checkpoint's.
         output: also write the result to this new .h5ad (atomically; never over the input).
+        progress: a progress bar over the cells (None: only when stderr is a terminal).
     """
     import anndata
 
-    if batch_size < 1 or max_length < 2:
+    if batch_size < 1 or (max_length is not None and max_length < 2):
         raise LangCellInputError(f"batch_size {batch_size} / max_length {max_length} too small.",
                                  "Use batch_size >= 1 and max_length >= 2 (<cls> + at least one gene; official 2048).")
     source = Path(adata_or_path) if isinstance(adata_or_path, (str, os.PathLike)) else None
@@ -194,21 +219,24 @@ def annotate(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
+    candidates = candidate_classes(classes, adata.obs, label_column, type2text, allow_missing_definitions)
+    check_several_classes(candidates)
     model, text_tok, vocabulary = load_zero_shot_model(model_or_path, text_tokenizer)
+    max_length = max_length or model.config.cell_max_length()
     cell_tokenizer = _cell_tokenizer(vocabulary, max_length, assume_counts)
     check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
     has_truth = label_column is not None and label_column in adata.obs.columns
-    candidates = candidate_classes(classes, adata.obs, label_column, type2text, allow_missing_definitions)
     model = model.to(device)
     scorer = build_scorer(model, candidates, text_tok, device, alpha=alpha, top_k=top_k,
                           temperature=temperature, class_chunk_size=class_chunk_size)
     started = time.perf_counter()
     rows, tokens = tokenize_cells(adata, cell_tokenizer)
-    probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device)
+    probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device, progress)
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
     name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
     annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name)
+    annotations.info["max_length"] = int(max_length)
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     if has_truth:
         target = truth_indices(obs_labels(adata.obs, label_column), candidates)

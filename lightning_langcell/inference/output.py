@@ -153,7 +153,8 @@ def check_output_path(target: str | os.PathLike, overwrite: bool, source: str | 
         raise LangCellInputError(f"Output {target} is the input file; the input is never modified.",
                                  "Write the annotated copy to a new path.")
     if target.exists() and not overwrite:
-        raise LangCellInputError(f"Output {target} exists.", "Choose a new path or pass overwrite=True.")
+        raise LangCellInputError(f"Output {target} exists.",
+                                 "Choose a new path, or pass overwrite=True (CLI: --model.init_args.overwrite true).")
     return target
 
 

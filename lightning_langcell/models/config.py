@@ -95,6 +95,9 @@ class LangCellConfig:
       model) or ``"mean"`` over the gene positions (Geneformer's cell embedding). A model
       trained from scratch learns much faster with ``"mean"``: at initialisation attention is
       nearly uniform and the ``<cls>`` state is almost the same for every cell.
+    - ``max_length`` / ``text_max_length``: how the model was trained: cell tokens per cell
+      (``<cls>`` included) and text tokens per text. Tasks default to them (None: not recorded;
+      :meth:`cell_max_length` / :meth:`text_length` then fall back to the position tables).
     """
 
     cell: CellEncoderConfig = field(default_factory=CellEncoderConfig)
@@ -107,6 +110,8 @@ class LangCellConfig:
     temperature_max: float = 0.5
     gradient_checkpointing: bool = False
     cell_pooling: str = "cls"
+    max_length: int | None = None
+    text_max_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.cell_pooling not in CELL_POOLINGS:
@@ -128,11 +133,31 @@ class LangCellConfig:
                 f"cell encoder's hidden_size is {self.cell.hidden_size}.",
                 "Set text.encoder_width to the cell hidden_size.",
             )
+        for name, limit in (("max_length", self.cell_positions()),
+                            ("text_max_length", self.text.max_position_embeddings)):
+            value = getattr(self, name)
+            if value is not None and not 2 <= value <= limit:
+                raise LangCellInputError(
+                    f"{name} {value} is outside [2, {limit}] (the model's position table).",
+                    f"Record the length the model was trained with, at most {limit}.",
+                )
         if not 0 < self.temperature_min <= self.temperature_init <= self.temperature_max:
             raise LangCellInputError(
                 "Temperature init must lie in [temperature_min, temperature_max] with min > 0.",
                 "Fix temperature_init / temperature_min / temperature_max.",
             )
+
+    def cell_max_length(self) -> int:
+        """Cell tokens per cell the model was trained with (its position table when not recorded)."""
+        return int(self.max_length or self.cell_positions())
+
+    def cell_positions(self) -> int:
+        """Rows of the cell encoder's position table: the longest cell it can read."""
+        return int(self.cell_bert_config().max_position_embeddings)
+
+    def text_length(self) -> int:
+        """Text tokens per text the model was trained with (its position table when not recorded)."""
+        return int(self.text_max_length or self.text.max_position_embeddings)
 
     def cell_bert_config(self) -> BertConfig:
         """The HF ``BertConfig`` of the cell encoder, with the chosen attention implementation."""

@@ -34,7 +34,7 @@ def build_model(
     if init_from is not None:
         from lightning_langcell.hub.loading import load_model
 
-        built = load_model(init_from)
+        built = load_model(init_from).train()  # the loader returns eval mode; a task trains it
     else:
         from lightning_langcell.text import load_text_tokenizer
 
@@ -79,6 +79,24 @@ def freeze_modules(model: torch.nn.Module, names: Sequence[str]) -> None:
             parameter.requires_grad_(False)
 
 
+def use_trained_lengths(datamodule: Any, config: LangCellConfig) -> int:
+    """The cell length to feed the model: the data module's ``max_length``, or, when the user left
+    it unset (None), the one the checkpoint was trained with (written into the data module)."""
+    hparams = getattr(datamodule, "hparams", None)
+    if hparams is None or "max_length" not in hparams:
+        return config.cell_max_length()
+    if hparams.max_length is None:
+        hparams.max_length = config.cell_max_length()
+    limit = config.cell_positions()
+    if hparams.max_length > limit:
+        raise LangCellInputError(
+            f"data.max_length {hparams.max_length} exceeds the model's {limit} cell positions.",
+            f"Use data.max_length <= {limit}, or null for the length the checkpoint was trained with "
+            f"({config.cell_max_length()}).",
+        )
+    return int(hparams.max_length)
+
+
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
     """LR multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
     if step < warmup_steps:
@@ -111,6 +129,29 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
         self.warmup_steps = warmup_steps
         self.min_lr_ratio = min_lr_ratio
         self.betas = tuple(betas)
+
+    def trained_config(self) -> LangCellConfig | None:
+        """Config of the LangCell model this task trains (None: no LangCell model)."""
+        model = getattr(self, "model", None)
+        return model.config if isinstance(model, LangCellModel) else None
+
+    def setup(self, stage: str) -> None:
+        """Unset data lengths come from the checkpoint; a fit records the lengths it trains with
+        in the model's config (saved with every checkpoint, so later tasks default to them)."""
+        config = self.trained_config()
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if config is None or datamodule is None:
+            return
+        max_length = use_trained_lengths(datamodule, config)
+        if stage == "fit" and isinstance(getattr(self, "model", None), LangCellModel):
+            config.max_length = max_length
+            if getattr(datamodule, "hparams", {}).get("texts"):
+                config.text_max_length = int(datamodule.hparams.text_max_length)
+
+    def on_fit_start(self) -> None:
+        """Train mode for every trained part, whatever mode the checkpoint loader returned: Lightning
+        keeps each submodule's mode, so an eval-mode model would train with dropout off."""
+        self.train()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         if self.deterministic_steps:

@@ -63,6 +63,7 @@ class CellTypeClassifier(CellClassificationTask):
             gradient_checkpointing=gradient_checkpointing,
         )
         self.cell_bert = langcell.cell_bert
+        self._trained_config = langcell.config
         self.cell_proj = langcell.cell_proj if features == "embedding" else None
         self.pooling = "cls" if features == "cls" else langcell.config.cell_pooling
         self.feature_size = langcell.config.embed_dim if self.cell_proj else langcell.config.cell.hidden_size
@@ -73,6 +74,10 @@ class CellTypeClassifier(CellClassificationTask):
         if freeze_encoder:
             freeze_modules(self, ["cell_bert"] + (["cell_proj"] if self.cell_proj is not None else []))
         freeze_modules(self, freeze)
+
+    def trained_config(self):
+        """Config of the LangCell model the encoder came from (its training lengths, pooling)."""
+        return self._trained_config
 
     def configure_classes(self, classes: Sequence[str], class_texts: Sequence[str]) -> None:
         """A fresh head [C, features] (normal, std = the encoder's initializer range; zero bias)."""

@@ -89,6 +89,18 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
     def finish(self, trainer: pl.Trainer, pl_module: pl.LightningModule, rows: dict[str, np.ndarray]) -> list[Path]:
         """Compute, log and write the results of all cells (``rows``, sorted by corpus row); returns the files."""
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check every output path before the first cell is scored (the data module is set up
+        first): an existing output without ``overwrite`` fails now, not after all the work."""
+        from lightning_langcell.inference.output import check_output_path
+
+        corpus = getattr(getattr(trainer, "datamodule", None), "corpus", None)
+        if stage != "predict" or corpus is None or not trainer.is_global_zero:
+            return
+        for source, target in zip(corpus.sources, self._targets(trainer, corpus.sources)):
+            path = source.get("path")
+            check_output_path(target, self.overwrite, path if path and Path(path).is_file() else None)
+
     def _targets(self, trainer: pl.Trainer, sources: list[dict]) -> list[Path]:
         names = [Path(source.get("path") or f"cells_{i}.h5ad").stem for i, source in enumerate(sources)]
         if self.output is not None and Path(self.output).suffix == ".h5ad":

@@ -91,6 +91,13 @@ class CellClassificationTask(LangCellTask, ABC):
                 f"{type(self).__name__} needs labelled cells, but no class was found.",
                 "Set data.label_column to the obs column holding the cell types (e.g. cell_type).",
             )
+        if len(classes) < 2:
+            raise LangCellInputError(
+                f"{type(self).__name__} needs at least 2 classes to tell apart, but every labelled cell is "
+                f"{classes[0]!r}.",
+                "Train on data with several cell types in data.label_column (or a column with more than one "
+                "label); to score cells of one type against others, use zero-shot with model.init_args.classes.",
+            )
         if self.classes and classes != self.classes:
             raise LangCellInputError(
                 f"The data has classes {classes}, but this model was set up for {self.classes}.",
@@ -110,6 +117,7 @@ class CellClassificationTask(LangCellTask, ABC):
                 f"{type(self).__name__} reads its classes from a LangCellDataModule.",
                 "Pass datamodule=LangCellDataModule(...) to the Trainer (the CLI's `data:` section).",
             )
+        super().setup(stage)
         if not datamodule.classes and stage == "predict":
             return  # unlabelled cells to annotate: the classes come with the checkpoint (on_load_checkpoint)
         texts = datamodule.class_texts() if self.uses_class_texts and datamodule.classes else []
@@ -208,7 +216,8 @@ class CellClassificationTask(LangCellTask, ABC):
             "seed": hparams.get("seed"),
             "global_seed": None if seed is None else int(seed),
             "k_shot": hparams.get("k_shot"),
-            "split_fractions": hparams.get("split"),
+            "split_fractions": None if hparams.get("k_shot") is not None else hparams.get("split"),
+            "split_used": split_used(hparams),
             "split_sizes": {name: int(len(indices)) for name, indices in splits.items()},
             "data": hparams.get("data"),
             "label_column": hparams.get("label_column"),
@@ -280,6 +289,28 @@ def check_class_sizes(datamodule, classes: Sequence[str]) -> None:
             f"Remove or relabel those cells in the .h5ad (e.g. adata = adata[adata.obs[{column!r}] != "
             f"{small[0].split(' (')[0]}].copy()), or merge the class into another one.",
         )
+
+
+def split_used(hparams: Any) -> dict[str, str]:
+    """How each split was drawn, in words (``test_results.json``), for the data module's settings."""
+    from lightning_langcell.data.datamodule import K_SHOT_REST_SPLIT
+
+    k_shot, split_by = hparams.get("k_shot"), hparams.get("split_by")
+    held_out = f"the cells whose {split_by} is in {list(hparams.get('held_out') or [])}"
+    if k_shot is not None:
+        _, val, test = (round(100 * fraction) for fraction in K_SHOT_REST_SPLIT)
+        if split_by is not None:
+            return {"train": f"{k_shot} labelled cells per class (seeded), outside the held-out cells",
+                    "val": "the other labelled cells outside the held-out cells", "test": held_out}
+        return {"train": f"{k_shot} labelled cells per class (seeded)",
+                "val": f"{val}% of the other labelled cells (stratified, seeded)",
+                "test": f"{test}% of the other labelled cells (stratified, seeded)"}
+    train, val, test = (round(100 * fraction, 2) for fraction in hparams.get("split") or (0, 0, 0))
+    if split_by is not None:
+        return {"train": f"{train}% of the cells outside the held-out ones (stratified, seeded)",
+                "val": f"{round(val + test, 2)}% of the cells outside the held-out ones", "test": held_out}
+    return {"train": f"{train}% of the cells (stratified, seeded)", "val": f"{val}% (stratified, seeded)",
+            "test": f"{test}% (stratified, seeded)"}
 
 
 def _corpus_labels(datamodule) -> np.ndarray | None:

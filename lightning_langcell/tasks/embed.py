@@ -39,6 +39,7 @@ from lightning_langcell.inference.classes import candidate_classes, obs_labels, 
 from lightning_langcell.inference.embedding_metrics import DEFAULT_MAX_CELLS, DEFAULT_NEIGHBORS, embedding_scores
 from lightning_langcell.inference.output import CellEmbeddings
 from lightning_langcell.inference.retrieval import DEFAULT_KS, embed_texts, retrieval_metrics
+from lightning_langcell.tasks.base import use_trained_lengths
 from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, checked_datamodule, log_metrics
 
 
@@ -46,7 +47,8 @@ class LangCellEmbedder(pl.LightningModule):
     """Cell embeddings of a trained LangCell model, with embedding and retrieval scores (predict only).
 
     Args:
-        checkpoint: our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
+            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
         batch_column: corpus or input obs column naming each cell's batch (``source_file``: its
             input file); None: no batch scores.
         retrieval: score cell ↔ text retrieval against the class texts of the labels.
@@ -62,7 +64,7 @@ class LangCellEmbedder(pl.LightningModule):
 
     def __init__(
         self,
-        checkpoint: str,
+        init_from: str,
         batch_column: str | None = None,
         retrieval: bool = True,
         type2text: str | None = None,
@@ -77,7 +79,7 @@ class LangCellEmbedder(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(checkpoint, text_tokenizer)
+        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
         self.labels: pd.Series | None = None  # per corpus row, <NA> when unknown
         self.batches: np.ndarray | None = None  # per corpus row, None when unknown
         self.texts: list[str] = []  # distinct class texts of the labels
@@ -89,7 +91,9 @@ class LangCellEmbedder(pl.LightningModule):
         return [EmbeddingWriter(self.hparams.output, self.hparams.overwrite)]
 
     def setup(self, stage: str) -> None:
-        corpus = checked_datamodule(self, self.model, self.gene_vocabulary).corpus
+        datamodule = checked_datamodule(self, self.model, self.gene_vocabulary)
+        use_trained_lengths(datamodule, self.model.config)
+        corpus = datamodule.corpus
         hp = self.hparams
         if hp.batch_column is not None:
             self.batches = batch_values(corpus, hp.batch_column)
@@ -191,7 +195,7 @@ class EmbeddingWriter(CellPredictionWriter):
         embeddings, index = rows["embedding"], rows["index"]
         info: dict[str, Any] = {
             "task": "embed",
-            "model": str(hp.checkpoint),
+            "model": str(hp.init_from),
             "label_column": datamodule.hparams.label_column,
             "batch_column": hp.batch_column,
             "n_neighbors": hp.n_neighbors,

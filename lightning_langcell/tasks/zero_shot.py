@@ -21,11 +21,17 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_langcell.inference.annotate import build_scorer, load_zero_shot_model, zero_shot_info
+from lightning_langcell.inference.annotate import (
+    build_scorer,
+    check_several_classes,
+    load_zero_shot_model,
+    zero_shot_info,
+)
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
+from lightning_langcell.tasks.base import use_trained_lengths
 from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, checked_datamodule, log_metrics
 
 
@@ -33,7 +39,8 @@ class LangCellZeroShot(pl.LightningModule):
     """Zero-shot cell-type annotation with a trained LangCell model (predict only).
 
     Args:
-        checkpoint: our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
+            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
         classes: candidate classes: None (the labels of ``data.label_column``), a list of labels
             or CL ids, or a type2text JSON (label or id → definition).
         type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
@@ -47,7 +54,7 @@ class LangCellZeroShot(pl.LightningModule):
 
     def __init__(
         self,
-        checkpoint: str,
+        init_from: str,
         classes: Sequence[str] | str | None = None,
         type2text: str | None = None,
         allow_missing_definitions: bool = False,
@@ -61,7 +68,7 @@ class LangCellZeroShot(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(checkpoint, text_tokenizer)
+        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
         self.candidates = None
         self.scorer = None
         self.label_map: torch.Tensor | None = None
@@ -72,11 +79,13 @@ class LangCellZeroShot(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         datamodule = checked_datamodule(self, self.model, self.gene_vocabulary)
+        use_trained_lengths(datamodule, self.model.config)
         corpus = datamodule.corpus
         hp = self.hparams
         label_column = datamodule.hparams.label_column
         self.candidates = candidate_classes(hp.classes, corpus.obs, label_column, hp.type2text,
                                             hp.allow_missing_definitions)
+        check_several_classes(self.candidates)
         if label_column is not None and datamodule.classes:
             self.label_map = torch.as_tensor(truth_indices(datamodule.classes, self.candidates))
 
@@ -108,7 +117,8 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         datamodule, candidates = trainer.datamodule, pl_module.candidates
         predictions = rows["probabilities"].argmax(axis=1)
         info = zero_shot_info(candidates, pl_module.scorer, datamodule.hparams.label_column, len(rows["index"]),
-                              len(datamodule.corpus), str(pl_module.hparams.checkpoint))
+                              len(datamodule.corpus), str(pl_module.hparams.init_from))
+        info["max_length"] = int(datamodule.hparams.max_length)
         if (rows["target"] >= 0).any():
             info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
             self._log(trainer, info["metrics"], confusion_matrix(rows["target"], predictions, len(candidates)),

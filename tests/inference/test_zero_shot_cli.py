@@ -16,7 +16,7 @@ def test_cli_predict_writes_the_annotated_h5ad(pbmc_h5ad, tiny_checkpoint, repo_
     main([
         "predict", "--config", str(repo_root / "recipes" / "zero_shot.yaml"),
         "--data.data", str(pbmc_h5ad), "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "16",
-        "--model.init_args.checkpoint", str(tiny_checkpoint), "--model.init_args.output", str(output),
+        "--model.init_args.init_from", str(tiny_checkpoint), "--model.init_args.output", str(output),
         "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(runs),
         "--trainer.logger.init_args.save_dir", str(runs),
     ])

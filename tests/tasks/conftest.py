@@ -28,6 +28,7 @@ def run_cli(repo_root, corpus_cache, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["lightning_langcell"])  # pytest's own arguments are not the CLI's
+    monkeypatch.setenv("LANGCELL_DEBUG", "1")  # library errors propagate instead of a message + exit 2
 
     def run(command: str, recipe: str, *extra: str, data: str = PBMC):
         args = [

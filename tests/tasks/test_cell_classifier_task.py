@@ -50,9 +50,9 @@ def test_finetune_recipe_fit_and_test(run_cli, tmp_path):
     # after 3 steps the schedule stands at step 3 of the 500 linear warm-up steps: lr = 5e-5 · 4/500
     assert optimizer.param_groups[0]["lr"] == pytest.approx(5e-5 * 4 / 500)
 
-    checkpoint = str(tmp_path / "runs/finetune/run/checkpoints/last.ckpt")
+    checkpoint = str(tmp_path / "runs/finetune/pbmc68k_reduced/seed0/checkpoints/last.ckpt")
     cli = run_cli("test", "finetune.yaml", "--ckpt_path", checkpoint)
-    results = _check_results(tmp_path / "runs/finetune/run", cli.datamodule, 0.67)
+    results = _check_results(tmp_path / "runs/finetune/pbmc68k_reduced/seed0", cli.datamodule, 0.67)
     assert results["hyperparameters"]["features"] == "pooled" and not results["hyperparameters"]["freeze_encoder"]
 
     # annotating unlabelled cells: the classes come with the checkpoint; test cells get the
@@ -65,7 +65,7 @@ def test_finetune_recipe_fit_and_test(run_cli, tmp_path):
     scores = torch.cat([b["scores"] for b in batches])
     assert sorted(index) == list(range(700)) and scores.shape == (700, 10)
     torch.testing.assert_close(scores.sum(1), torch.ones(700))
-    _, tested = read_results(tmp_path / "runs/finetune/run")
+    _, tested = read_results(tmp_path / "runs/finetune/pbmc68k_reduced/seed0")
     by_cell = dict(zip(index.tolist(), predicted.tolist()))
     assert [by_cell[i] for i in tested["cell_index"]] == tested["prediction"].tolist()
 
@@ -81,8 +81,8 @@ def test_linear_probe_recipe_fit_and_test(run_cli, tmp_path):
     # the probed encoder is the checkpoint's, unchanged by training
     trained = cli.model.cell_bert.state_dict()
     assert all(torch.equal(value, trained[key]) for key, value in start.cell_bert.state_dict().items())
-    cli = run_cli("test", "linear_probe.yaml", "--ckpt_path", str(tmp_path / "runs/linear_probe/run/checkpoints/last.ckpt"))
-    _check_results(tmp_path / "runs/linear_probe/run", cli.datamodule, 0.67)
+    cli = run_cli("test", "linear_probe.yaml", "--ckpt_path", str(tmp_path / "runs/linear_probe/pbmc68k_reduced/seed0/checkpoints/last.ckpt"))
+    _check_results(tmp_path / "runs/linear_probe/pbmc68k_reduced/seed0", cli.datamodule, 0.67)
 
 
 @pytest.mark.parametrize("features", ["cls", "pooled", "embedding"])

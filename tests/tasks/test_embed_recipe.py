@@ -37,6 +37,7 @@ def embed(repo_root, tmp_path, tmp_path_factory, monkeypatch):
     from lightning_langcell.cli import main
 
     monkeypatch.setattr("sys.argv", ["lightning_langcell"])
+    monkeypatch.setenv("LANGCELL_DEBUG", "1")  # library errors propagate instead of a message + exit 2
     cache = tmp_path_factory.getbasetemp() / "embed_corpora"
 
     def run(data, *extra):
@@ -44,7 +45,7 @@ def embed(repo_root, tmp_path, tmp_path_factory, monkeypatch):
         return main([
             "predict", "--config", str(repo_root / "recipes" / "embed.yaml"), "--data.data", data,
             "--data.cache_dir", str(cache), "--data.max_length", "128",
-            "--model.init_args.checkpoint", str(repo_root / CHECKPOINT),
+            "--model.init_args.init_from", str(repo_root / CHECKPOINT),
             "--model.init_args.output", str(tmp_path / "out"),
             "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path / "runs"),
             "--trainer.enable_progress_bar", "false", *extra,

@@ -33,7 +33,7 @@ def task_and_batch(pbmc_k_shot):
 
 def test_fit_then_test_from_the_command_line(run_cli, tmp_path):
     run_cli("fit", "few_shot.yaml", "--data.k_shot", str(K), *TINY_FIT)
-    checkpoint = tmp_path / "runs/few_shot/k5/checkpoints/last.ckpt"
+    checkpoint = tmp_path / "runs/few_shot/pbmc68k_reduced/k3_seed0/checkpoints/last.ckpt"
     saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert len(saved["cell_classes"]["classes"]) == 10 and len(saved["cell_classes"]["train_cells"]) == 10 * K
     # the fine-tuned LangCell model loads on its own (e.g. for zero-shot annotation)
@@ -44,7 +44,7 @@ def test_fit_then_test_from_the_command_line(run_cli, tmp_path):
     assert all(torch.equal(value, saved["state_dict"][f"model.{key}"]) for key, value in reloaded.items())
 
     cli = run_cli("test", "few_shot.yaml", "--data.k_shot", str(K), "--ckpt_path", str(checkpoint))
-    results, predictions = read_results(tmp_path / "runs/few_shot/k5")
+    results, predictions = read_results(tmp_path / "runs/few_shot/pbmc68k_reduced/k3_seed0")
     data = cli.datamodule
 
     # k cells of every class in training; val + test = everything else; test = the predictions
