@@ -81,6 +81,7 @@ class LangCellPretraining(LangCellTask):
     def setup(self, stage: str) -> None:
         """Before the first step: every active objective's batch fields must be ones the data module's
         batches carry (e.g. masked gene modelling needs ``data.mgm_probability`` > 0)."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         fields = getattr(datamodule, "batch_fields", None)
         if stage in ("fit", "validate") and callable(fields):
