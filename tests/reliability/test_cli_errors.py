@@ -47,7 +47,7 @@ CASES = {
                               *FAST_TRAINER],
              "Data file(s) not found", "Pass existing .h5ad files"),
     "predict": (lambda tmp, mp: ["predict", "--config", str(REPO / "recipes" / "embed.yaml"),
-                                 "--data.data", str(CELLS), "--model.init_args.checkpoint", str(tmp / "nowhere"),
+                                 "--data.data", str(CELLS), "--model.init_args.init_from", str(tmp / "nowhere"),
                                  *FAST_TRAINER],
                 "No checkpoint at", "Check the path"),
     "verify": (_wrong_folder, "is not a tokenized-cell corpus", "Write the corpus with"),
