@@ -3,8 +3,8 @@
 PyTorch starts one intra-op thread per core. When other processes already keep some of those
 cores busy, the extra threads wait for each other inside every parallel region and the run's
 CPU time grows instead of its speed. With ``num_threads="auto"`` the callback counts the cores
-left free by other work (usable cores minus the 1-minute load average, at the start of the run)
-and uses that many threads (at least one). It is opt-in (a recipe lists it) and puts the
+left free by other work (usable cores minus the cores busy over half a second at the start of
+the run, read from ``/proc/stat``) and uses that many threads (at least one). It is opt-in (a recipe lists it) and puts the
 previous setting back when the run ends.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import torch
 from lightning.pytorch import Callback
@@ -29,14 +30,32 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def free_cores(load_average: float | None = None) -> int:
-    """Usable cores not already kept busy by other processes (1-minute load average), ≥ 1."""
-    if load_average is None:
+def busy_cores(interval: float = 0.5) -> float:
+    """Cores kept busy by all processes over ``interval`` seconds (Linux ``/proc/stat``); where that
+    file is missing, the 1-minute load average."""
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
+
+    try:
+        total_0, idle_0 = times()
+        time.sleep(interval)
+        total_1, idle_1 = times()
+    except (OSError, ValueError, IndexError):
         try:
-            load_average = os.getloadavg()[0]
+            return os.getloadavg()[0]
         except OSError:  # no load average on this platform
-            load_average = 0.0
-    return max(1, min(usable_cores(), round(usable_cores() - load_average)))
+            return 0.0
+    elapsed = max(total_1 - total_0, 1)
+    return (os.cpu_count() or 1) * (1.0 - (idle_1 - idle_0) / elapsed)
+
+
+def free_cores(busy: float | None = None) -> int:
+    """Usable cores not kept busy by other processes (measured now unless ``busy`` is given), ≥ 1."""
+    busy = busy_cores() if busy is None else busy
+    return max(1, min(usable_cores(), round(usable_cores() - busy)))
 
 
 class CpuThreads(Callback):

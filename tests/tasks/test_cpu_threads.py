@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -16,10 +20,22 @@ def _trainer(device: str = "cpu"):
     return SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
 
 
-@pytest.mark.parametrize(("cores", "load", "expected"), [(2, 0.0, 2), (2, 1.1, 1), (2, 5.0, 1), (8, 2.6, 5)])
-def test_free_cores_subtracts_the_load_of_other_work(monkeypatch, cores, load, expected):
+@pytest.mark.parametrize(("cores", "busy", "expected"), [(2, 0.0, 2), (2, 1.1, 1), (2, 5.0, 1), (8, 2.6, 5)])
+def test_free_cores_subtracts_the_cores_other_work_keeps_busy(monkeypatch, cores, busy, expected):
     monkeypatch.setattr(cpu_threads, "usable_cores", lambda: cores)
-    assert free_cores(load) == expected
+    assert free_cores(busy) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux /proc/stat")
+def test_busy_cores_sees_a_busy_process():
+    """A child spinning on one core shows as about one more busy core than the idle reading."""
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        busy = cpu_threads.busy_cores(0.5)
+    finally:
+        spinner.wait()
+    assert 0.8 <= busy <= (os.cpu_count() or 1) + 0.01
 
 
 def test_setup_sets_the_threads_and_teardown_restores_them(monkeypatch):
