@@ -1,5 +1,6 @@
 """Shared plumbing of the predict-only tasks (zero-shot, embedding): their base task (checkpoint,
-writer callback, checked data module), batches gathered back into cell order, one result .h5ad per input file, metrics to the loggers."""
+writer callback, checked data module), batches gathered back into cell order, one result .h5ad
+per input file, metrics to the loggers."""
 
 from __future__ import annotations
 
