@@ -202,22 +202,22 @@ def list_presets() -> list[str]:
 
 _GENEFORMER_VOCAB = 25427  # <pad>, <mask>, 25,424 genes, <cls> (see tokenization)
 
+# what every Geneformer-style cell encoder preset shares; each preset adds its sizes
+_GENEFORMER_CELL: dict[str, Any] = {
+    "vocab_size": _GENEFORMER_VOCAB,
+    "hidden_act": "relu",
+    "hidden_dropout_prob": 0.02,
+    "attention_probs_dropout_prob": 0.02,
+    "max_position_embeddings": 2048,
+    "type_vocab_size": 2,
+    "layer_norm_eps": 1e-12,
+    "pad_token_id": 0,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
-        "cell": {
-            "vocab_size": _GENEFORMER_VOCAB,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "intermediate_size": 128,
-            "hidden_act": "relu",
-            "hidden_dropout_prob": 0.02,
-            "attention_probs_dropout_prob": 0.02,
-            "max_position_embeddings": 2048,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-            "pad_token_id": 0,
-        },
+        "cell": {**_GENEFORMER_CELL, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "intermediate_size": 128},
         "text": {
             "vocab_size": 30524,
             "hidden_size": 64,
@@ -232,20 +232,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "cell_pooling": "mean",
     },
     "langcell": {
-        "cell": {
-            "vocab_size": _GENEFORMER_VOCAB,
-            "hidden_size": 512,
-            "num_hidden_layers": 12,
-            "num_attention_heads": 8,
-            "intermediate_size": 1024,
-            "hidden_act": "relu",
-            "hidden_dropout_prob": 0.02,
-            "attention_probs_dropout_prob": 0.02,
-            "max_position_embeddings": 2048,
-            "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12,
-            "pad_token_id": 0,
-        },
+        "cell": {**_GENEFORMER_CELL, "hidden_size": 512, "num_hidden_layers": 12, "num_attention_heads": 8,
+                 "intermediate_size": 1024},
         "text": {
             "vocab_size": 30524,  # BiomedBERT's 30,522 WordPiece entries + [DEC], [ENC]
             "hidden_size": 768,

@@ -36,7 +36,8 @@ from transformers.activations import ACT2FN
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models.config import TextEncoderConfig
 
-CrossKV = Sequence[tuple[torch.Tensor, torch.Tensor]]
+KeyValue = tuple[torch.Tensor, torch.Tensor]  # attention key and value [N, heads, L, H/heads]
+CrossKV = Sequence[KeyValue]  # one KeyValue per text layer
 
 TEXT_MASK_VALUE = -10000.0
 MODES = ("text", "multimodal")
@@ -126,16 +127,11 @@ class AttentionProjections(nn.Module):
         """[N, L, H] → [N, heads, L, H/heads]."""
         return states.unflatten(-1, (self.num_heads, self.head_size)).transpose(1, 2)
 
-    def key_value(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def key_value(self, states: torch.Tensor) -> KeyValue:
         """Key and value [N, heads, L, H/heads] of ``states`` [N, L, kv_width]."""
         return self.split_heads(self.key(states)), self.split_heads(self.value(states))
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        key_value: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, key_value: KeyValue, mask: torch.Tensor | None) -> torch.Tensor:
         """Attend ``hidden_states`` [N, Lq, H] to ``key_value`` [B, heads, Lk, d]; returns the context
         [max(N, B), Lq, H]. One text (N = 1) meets B cells with its query projected once."""
         query = self.split_heads(self.query(hidden_states))
@@ -178,12 +174,7 @@ class AttentionBlock(nn.Module):
         self.self = AttentionProjections(hidden, kv_width, config.num_attention_heads, config.attention_probs_dropout_prob)
         self.output = AddNorm(hidden, hidden, config.layer_norm_eps, config.hidden_dropout_prob)
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        key_value: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None,
-    ) -> torch.Tensor:
+    def forward(self, hidden_states: torch.Tensor, key_value: KeyValue, mask: torch.Tensor | None) -> torch.Tensor:
         return self.output(self.self(hidden_states, key_value, mask), hidden_states)
 
 
@@ -420,7 +411,7 @@ class TextEncoder(nn.Module):
             if isinstance(module, AttentionProjections):
                 module.implementation = implementation
 
-    def precompute_cross_kv(self, encoder_hidden_states: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def precompute_cross_kv(self, encoder_hidden_states: torch.Tensor) -> list[KeyValue]:
         """Per-layer cross-attention key/value of cell states [B, Lc, encoder_width].
 
         Returns ``num_hidden_layers`` pairs of [B, heads, Lc, H/heads]; pass them as ``cross_kv`` to

@@ -1,5 +1,6 @@
-"""Shared plumbing of the predict-only tasks (zero-shot, embedding): the data module's corpus,
-batches gathered back into cell order, one result .h5ad per input file, metrics to the loggers."""
+"""Shared plumbing of the predict-only tasks (zero-shot, embedding): their base task (checkpoint,
+writer callback, checked data module), batches gathered back into cell order, one result .h5ad
+per input file, metrics to the loggers."""
 
 from __future__ import annotations
 
@@ -14,23 +15,13 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.annotate import check_gene_vocabulary
+from lightning_langcell.inference.annotate import check_gene_vocabulary, load_zero_shot_model
 from lightning_langcell.inference.output import CellResults, h5ad_n_obs, write_annotated_copy, write_h5ad
+from lightning_langcell.tasks.base import use_trained_lengths
 
 # (mask of the gathered rows from this source [R], their rows in the source file [S], the
 # file's cell count, the source entry of the corpus manifest) -> the results of that file
 ResultsForSource = Callable[[np.ndarray, np.ndarray, int, dict], CellResults]
-
-
-def checked_datamodule(module: pl.LightningModule, model: Any, gene_vocabulary: Any = None):
-    """The trainer's data module, after checking its corpus was tokenized with the model's genes."""
-    datamodule = getattr(module.trainer, "datamodule", None)
-    corpus = getattr(datamodule, "corpus", None)
-    if corpus is None:
-        raise LangCellInputError(f"{type(module).__name__} reads its cells from a LangCellDataModule.",
-                                 "Pass datamodule=LangCellDataModule(...) (the CLI's `data:` section).")
-    check_gene_vocabulary(model, int(corpus.manifest["vocab_size"]), corpus.vocabulary_checksum, gene_vocabulary)
-    return datamodule
 
 
 def log_metrics(trainer: pl.Trainer, prefix: str, metrics: Mapping[str, float]) -> None:
@@ -134,3 +125,32 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
                 results.add_to(adata)
                 written.append(write_h5ad(adata, target, self.overwrite))
         return written
+
+
+class CheckpointPredictionTask(pl.LightningModule):
+    """Base of the predict-only tasks that run a trained LangCell checkpoint over the data module's
+    corpus: loads the model, its text tokenizer and gene vocabulary from ``init_from``, and adds its
+    ``writer_class`` (built from the ``output`` and ``overwrite`` hyperparameters) as a callback."""
+
+    writer_class: type[CellPredictionWriter]
+
+    def __init__(self, init_from: str, text_tokenizer: str | None = None):
+        super().__init__()
+        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
+        self.results: dict[str, Any] = {}  # what the writer recorded of the last prediction run
+
+    def configure_callbacks(self):
+        return [self.writer_class(self.hparams.output, self.hparams.overwrite)]
+
+    def checked_datamodule(self):
+        """The trainer's data module, after checking its corpus was tokenized with the model's genes;
+        an unset ``data.max_length`` becomes the length the checkpoint was trained with."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        corpus = getattr(datamodule, "corpus", None)
+        if corpus is None:
+            raise LangCellInputError(f"{type(self).__name__} reads its cells from a LangCellDataModule.",
+                                     "Pass datamodule=LangCellDataModule(...) (the CLI's `data:` section).")
+        check_gene_vocabulary(self.model, int(corpus.manifest["vocab_size"]), corpus.vocabulary_checksum,
+                              self.gene_vocabulary)
+        use_trained_lengths(datamodule, self.model.config)
+        return datamodule

@@ -34,16 +34,50 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.annotate import load_zero_shot_model
 from lightning_langcell.inference.classes import candidate_classes, obs_labels, truth_indices
 from lightning_langcell.inference.embedding_metrics import DEFAULT_MAX_CELLS, DEFAULT_NEIGHBORS, embedding_scores
 from lightning_langcell.inference.output import CellEmbeddings
 from lightning_langcell.inference.retrieval import DEFAULT_KS, embed_texts, retrieval_metrics
-from lightning_langcell.tasks.base import use_trained_lengths
-from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, checked_datamodule, log_metrics
+from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, CheckpointPredictionTask, log_metrics
 
 
-class LangCellEmbedder(pl.LightningModule):
+class EmbeddingWriter(CellPredictionWriter):
+    """Collects :class:`LangCellEmbedder` batches; at the end scores them (rank 0, all ranks' cells),
+    logs the scores and writes one .h5ad with ``obsm["X_langcell"]`` per input file."""
+
+    message = "Cell embeddings written to"
+
+    def finish(self, trainer: pl.Trainer, pl_module: LangCellEmbedder, rows: dict[str, np.ndarray]) -> list[Path]:
+        datamodule, hp = trainer.datamodule, pl_module.hparams
+        embeddings, index = rows["embedding"], rows["index"]
+        info: dict[str, Any] = {
+            "task": "embed",
+            "model": str(hp.init_from),
+            "label_column": datamodule.hparams.label_column,
+            "batch_column": hp.batch_column,
+            "n_neighbors": hp.n_neighbors,
+            "max_cells": hp.max_cells,
+            "seed": hp.seed,
+            "n_cells_embedded": int(len(index)),
+            "n_cells_not_embedded": int(len(datamodule.corpus) - len(index)),
+        }
+        if pl_module.texts:
+            info["retrieval_texts"] = list(pl_module.texts)
+        info["embedding_metrics"] = pl_module.scores(embeddings, index)
+        if info["embedding_metrics"]:
+            log_metrics(trainer, "embed", info["embedding_metrics"])
+        pl_module.results = info
+
+        def embeddings_for(mine: np.ndarray, local_rows: np.ndarray, n_obs: int, source: dict) -> CellEmbeddings:
+            results = CellEmbeddings.empty(n_obs, embeddings.shape[1])
+            results.set_rows(local_rows, embeddings[mine])
+            results.info = {**info, "source": str(source.get("path"))}
+            return results
+
+        return self.write_sources(trainer, rows, embeddings_for)
+
+
+class LangCellEmbedder(CheckpointPredictionTask):
     """Cell embeddings of a trained LangCell model, with embedding and retrieval scores (predict only).
 
     Args:
@@ -62,6 +96,8 @@ class LangCellEmbedder(pl.LightningModule):
         overwrite: replace existing outputs.
     """
 
+    writer_class = EmbeddingWriter
+
     def __init__(
         self,
         init_from: str,
@@ -77,22 +113,16 @@ class LangCellEmbedder(pl.LightningModule):
         output: str | None = None,
         overwrite: bool = False,
     ):
-        super().__init__()
+        super().__init__(init_from, text_tokenizer)
         self.save_hyperparameters()
-        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
         self.labels: pd.Series | None = None  # per corpus row, <NA> when unknown
         self.batches: np.ndarray | None = None  # per corpus row, None when unknown
         self.texts: list[str] = []  # distinct class texts of the labels
         self.text_of_cell: np.ndarray | None = None  # per corpus row, -1 when unknown
         self.text_embeddings: torch.Tensor | None = None
-        self.results: dict[str, Any] = {}
-
-    def configure_callbacks(self):
-        return [EmbeddingWriter(self.hparams.output, self.hparams.overwrite)]
 
     def setup(self, stage: str) -> None:
-        datamodule = checked_datamodule(self, self.model, self.gene_vocabulary)
-        use_trained_lengths(datamodule, self.model.config)
+        datamodule = self.checked_datamodule()
         corpus = datamodule.corpus
         hp = self.hparams
         if hp.batch_column is not None:
@@ -182,39 +212,3 @@ def _objects(values: pd.Series) -> np.ndarray:
     """Values as strings in an object array, None where missing."""
     values = values.astype("string")
     return values.astype(object).where(values.notna(), None).to_numpy()
-
-
-class EmbeddingWriter(CellPredictionWriter):
-    """Collects :class:`LangCellEmbedder` batches; at the end scores them (rank 0, all ranks' cells),
-    logs the scores and writes one .h5ad with ``obsm["X_langcell"]`` per input file."""
-
-    message = "Cell embeddings written to"
-
-    def finish(self, trainer: pl.Trainer, pl_module: LangCellEmbedder, rows: dict[str, np.ndarray]) -> list[Path]:
-        datamodule, hp = trainer.datamodule, pl_module.hparams
-        embeddings, index = rows["embedding"], rows["index"]
-        info: dict[str, Any] = {
-            "task": "embed",
-            "model": str(hp.init_from),
-            "label_column": datamodule.hparams.label_column,
-            "batch_column": hp.batch_column,
-            "n_neighbors": hp.n_neighbors,
-            "max_cells": hp.max_cells,
-            "seed": hp.seed,
-            "n_cells_embedded": int(len(index)),
-            "n_cells_not_embedded": int(len(datamodule.corpus) - len(index)),
-        }
-        if pl_module.texts:
-            info["retrieval_texts"] = list(pl_module.texts)
-        info["embedding_metrics"] = pl_module.scores(embeddings, index)
-        if info["embedding_metrics"]:
-            log_metrics(trainer, "embed", info["embedding_metrics"])
-        pl_module.results = info
-
-        def embeddings_for(mine: np.ndarray, local_rows: np.ndarray, n_obs: int, source: dict) -> CellEmbeddings:
-            results = CellEmbeddings.empty(n_obs, embeddings.shape[1])
-            results.set_rows(local_rows, embeddings[mine])
-            results.info = {**info, "source": str(source.get("path"))}
-            return results
-
-        return self.write_sources(trainer, rows, embeddings_for)

@@ -24,87 +24,13 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning_langcell.inference.annotate import (
     build_scorer,
     check_several_classes,
-    load_zero_shot_model,
     zero_shot_info,
 )
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
-from lightning_langcell.tasks.base import use_trained_lengths
-from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, checked_datamodule, log_metrics
-
-
-class LangCellZeroShot(pl.LightningModule):
-    """Zero-shot cell-type annotation with a trained LangCell model (predict only).
-
-    Args:
-        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
-            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
-        classes: candidate classes: None (the labels of ``data.label_column``), a list of labels
-            or CL ids, or a type2text JSON (label or id → definition).
-        type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
-            classes that have none as ``"cell type: X; "`` instead of raising.
-        text_tokenizer: text tokenizer path; None: the checkpoint's.
-        alpha, top_k, temperature, class_chunk_size: see ``ZeroShotScorer``.
-        output: annotated .h5ad to write (one input), or a folder (several inputs); None:
-            ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
-        overwrite: replace existing outputs.
-    """
-
-    def __init__(
-        self,
-        init_from: str,
-        classes: Sequence[str] | str | None = None,
-        type2text: str | None = None,
-        allow_missing_definitions: bool = False,
-        text_tokenizer: str | None = None,
-        alpha: float = OFFICIAL_ALPHA,
-        top_k: int | None = None,
-        temperature: float = OFFICIAL_TEMPERATURE,
-        class_chunk_size: int = 32,
-        output: str | None = None,
-        overwrite: bool = False,
-    ):
-        super().__init__()
-        self.save_hyperparameters()
-        self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
-        self.candidates = None
-        self.scorer = None
-        self.label_map: torch.Tensor | None = None
-        self.results: dict[str, Any] = {}
-
-    def configure_callbacks(self):
-        return [ZeroShotPredictionWriter(self.hparams.output, self.hparams.overwrite)]
-
-    def setup(self, stage: str) -> None:
-        datamodule = checked_datamodule(self, self.model, self.gene_vocabulary)
-        use_trained_lengths(datamodule, self.model.config)
-        corpus = datamodule.corpus
-        hp = self.hparams
-        label_column = datamodule.hparams.label_column
-        self.candidates = candidate_classes(hp.classes, corpus.obs, label_column, hp.type2text,
-                                            hp.allow_missing_definitions)
-        check_several_classes(self.candidates)
-        if label_column is not None and datamodule.classes:
-            self.label_map = torch.as_tensor(truth_indices(datamodule.classes, self.candidates))
-
-    def on_predict_start(self) -> None:
-        hp = self.hparams
-        self.scorer = build_scorer(self.model, self.candidates, self.text_tokenizer, self.device, alpha=hp.alpha,
-                                   top_k=hp.top_k, temperature=hp.temperature, class_chunk_size=hp.class_chunk_size)
-
-    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        """Per cell: corpus row ``index`` [B], final ``probabilities`` [B, C], ``embedding`` [B, E],
-        ``target`` [B] (candidate index of the true label, -1 when unknown or not a candidate)."""
-        out = self.scorer(batch["input_ids"], batch["attention_mask"])
-        target = torch.full_like(batch["index"], -1)
-        if self.label_map is not None and "labels" in batch:
-            labels = batch["labels"]
-            known = labels >= 0
-            target[known] = self.label_map.to(labels.device)[labels[known]]
-        return {"index": batch["index"], "probabilities": out.final_probs, "embedding": out.cell_embedding,
-                "target": target}
+from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, CheckpointPredictionTask, log_metrics
 
 
 class ZeroShotPredictionWriter(CellPredictionWriter):
@@ -143,3 +69,71 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
                 logger.save()
             elif hasattr(experiment, "add_figure"):
                 rank_zero_warn("matplotlib is not installed: no confusion-matrix figure (pip install matplotlib).")
+
+
+class LangCellZeroShot(CheckpointPredictionTask):
+    """Zero-shot cell-type annotation with a trained LangCell model (predict only).
+
+    Args:
+        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
+            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        classes: candidate classes: None (the labels of ``data.label_column``), a list of labels
+            or CL ids, or a type2text JSON (label or id → definition).
+        type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
+            classes that have none as ``"cell type: X; "`` instead of raising.
+        text_tokenizer: text tokenizer path; None: the checkpoint's.
+        alpha, top_k, temperature, class_chunk_size: see ``ZeroShotScorer``.
+        output: annotated .h5ad to write (one input), or a folder (several inputs); None:
+            ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
+        overwrite: replace existing outputs.
+    """
+
+    writer_class = ZeroShotPredictionWriter
+
+    def __init__(
+        self,
+        init_from: str,
+        classes: Sequence[str] | str | None = None,
+        type2text: str | None = None,
+        allow_missing_definitions: bool = False,
+        text_tokenizer: str | None = None,
+        alpha: float = OFFICIAL_ALPHA,
+        top_k: int | None = None,
+        temperature: float = OFFICIAL_TEMPERATURE,
+        class_chunk_size: int = 32,
+        output: str | None = None,
+        overwrite: bool = False,
+    ):
+        super().__init__(init_from, text_tokenizer)
+        self.save_hyperparameters()
+        self.candidates = None
+        self.scorer = None
+        self.label_map: torch.Tensor | None = None
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.checked_datamodule()
+        corpus = datamodule.corpus
+        hp = self.hparams
+        label_column = datamodule.hparams.label_column
+        self.candidates = candidate_classes(hp.classes, corpus.obs, label_column, hp.type2text,
+                                            hp.allow_missing_definitions)
+        check_several_classes(self.candidates)
+        if label_column is not None and datamodule.classes:
+            self.label_map = torch.as_tensor(truth_indices(datamodule.classes, self.candidates))
+
+    def on_predict_start(self) -> None:
+        hp = self.hparams
+        self.scorer = build_scorer(self.model, self.candidates, self.text_tokenizer, self.device, alpha=hp.alpha,
+                                   top_k=hp.top_k, temperature=hp.temperature, class_chunk_size=hp.class_chunk_size)
+
+    def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Per cell: corpus row ``index`` [B], final ``probabilities`` [B, C], ``embedding`` [B, E],
+        ``target`` [B] (candidate index of the true label, -1 when unknown or not a candidate)."""
+        out = self.scorer(batch["input_ids"], batch["attention_mask"])
+        target = torch.full_like(batch["index"], -1)
+        if self.label_map is not None and "labels" in batch:
+            labels = batch["labels"]
+            known = labels >= 0
+            target[known] = self.label_map.to(labels.device)[labels[known]]
+        return {"index": batch["index"], "probabilities": out.final_probs, "embedding": out.cell_embedding,
+                "target": target}
