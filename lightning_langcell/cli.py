@@ -182,7 +182,8 @@ def _lightning_cli(argv: Sequence[str]):
         subclass_mode_model=True,
         parser_kwargs={"parser_mode": "omegaconf+"},
         save_config_kwargs={"overwrite": True},
-        args=list(argv),
+        # The command line itself goes in as args=None: Lightning warns when it gets both.
+        args=None if list(argv) == sys.argv[1:] else list(argv),
         auto_configure_optimizers=False,
     )
 

@@ -43,6 +43,7 @@ import pandas as pd
 from blake3 import blake3
 
 from lightning_langcell.errors import CorpusError
+from lightning_langcell.io_utils import atomic_file
 
 FORMAT_NAME = "lightning_langcell.cell_corpus"
 FORMAT_VERSION = 2
@@ -411,9 +412,7 @@ def _read_id_record(path: Path, key: tuple) -> tuple[int, int] | None:
 def _write_id_record(path: Path, key: tuple, found: tuple[int, int]) -> None:
     """Remember an id range across processes; a cache that cannot be written is skipped."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"key": list(key), "low": found[0], "high": found[1]}))
-        os.replace(tmp, path)
+        with atomic_file(path, "w") as handle:
+            handle.write(json.dumps({"key": list(key), "low": found[0], "high": found[1]}))
     except OSError:
         pass

@@ -171,3 +171,13 @@ def test_damaged_cache_entry_is_named_and_rebuilt(tmp_path, damage):
     np.testing.assert_array_equal(np.asarray(second.corpus.tokens), expected)
     assert verify_corpus(entry)["problems"] == []
     assert sorted(p.name for p in entry.parent.iterdir()) == [entry.name]  # nothing left aside
+
+
+def test_failed_id_record_write_leaves_no_temporary_file(tmp_path, monkeypatch):
+    def cannot_rename(source, target):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", cannot_rename)
+    record = tmp_path / "checked_token_ids" / "abc.json"
+    corpus_module._write_id_record(record, ("abc", 25427), (2, 25000))  # a cache: failure is skipped
+    assert list(record.parent.iterdir()) == []
