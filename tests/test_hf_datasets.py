@@ -264,3 +264,11 @@ def test_chunked_import_fits_a_small_address_space(tmp_path):
     assert job("load_from_disk")["loaded"] is False  # the same cap is too small to map the shards whole
     corpus = CellCorpus(tmp_path / "corpus")
     assert corpus.input_ids(cells - 1).tolist() == dataset[cells - 1]["input_ids"]
+
+
+def test_an_empty_dataset_is_refused_and_leaves_nothing(tmp_path):
+    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
+    folder = save({"input_ids": []}, tmp_path / "hf", features)
+    with pytest.raises(LangCellInputError, match="holds 0 rows"):
+        import_hf_dataset(folder, tmp_path / "corpus")
+    assert not (tmp_path / "corpus").exists() and not list(tmp_path.glob(".corpus.tmp-*"))

@@ -432,6 +432,9 @@ def tokenize_command(
         f"from {len(summary['sources'])} file(s) in {summary['seconds']:.1f} s"
     )
     for source in summary["sources"]:
+        if hf_inputs:
+            print(f"  {source['path']}: {source['n_cells']:,} cells imported (token ids as given, <cls> stripped)")
+            continue
         print(
             f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped "
             f"({source['n_empty_dropped']:,} without any vocabulary gene); "

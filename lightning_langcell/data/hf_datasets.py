@@ -110,15 +110,6 @@ class HFDatasetSource:
     def columns(self) -> list[str]:
         return list(self.features)
 
-    def count_rows(self) -> int:
-        import pyarrow as pa
-
-        total = 0
-        for path in self.files:
-            with pa.OSFile(str(path)) as handle:
-                total += sum(batch.num_rows for batch in pa.ipc.open_stream(handle))
-        return total
-
     def batches(self, rows: int) -> Iterator[tuple[int, Any]]:
         """``(first row, pyarrow.RecordBatch)`` of at most ``rows`` rows, shard by shard."""
         import pyarrow as pa
@@ -296,9 +287,6 @@ def import_hf_dataset(
     plan = import_plan(source, token_column, cell_type_column, obs_columns)
     target = Path(output)
     _, replace = _existing_output(target, overwrite, append=False)
-    n_rows = source.count_rows()
-    if n_rows == 0:
-        raise LangCellInputError(f"{folder} holds 0 rows.", "Import a dataset that holds cells.")
     shards = [{"path": str(p.resolve()), "bytes": p.stat().st_size, DIGEST: _file_digest(p)} for p in source.files]
     provenance = {"path": str(folder.resolve()), "format": "huggingface_datasets", "split": split,
                   "shards": shards, "bytes": sum(s["bytes"] for s in shards), DIGEST: None,
@@ -310,6 +298,7 @@ def import_hf_dataset(
 
     def fill(writer) -> None:
         code = writer.add_source(provenance)
+        n_rows = 0
         for first, batch in source.batches(chunk_size or IMPORT_CHUNK_CELLS):
             genes, lengths = _chunk_tokens(batch, plan, first, vocabulary)
             rows = np.arange(first, first + batch.num_rows, dtype=np.int64)
@@ -317,6 +306,9 @@ def import_hf_dataset(
                      if plan["obs_name_column"] else [str(row) for row in rows])
             writer.add_cells(genes, lengths, _chunk_obs(batch, plan, source.features),
                              np.full(batch.num_rows, code), rows, names)
+            n_rows += batch.num_rows
+        if n_rows == 0:
+            raise LangCellInputError(f"{folder} holds 0 rows.", "Import a dataset that holds cells.")
         writer.sources[code].update(n_cells=n_rows, n_skipped=0, tokenized=_now(), report=None)
 
     return _write(target, replace, settings, columns, fill)
