@@ -272,3 +272,11 @@ def test_an_empty_dataset_is_refused_and_leaves_nothing(tmp_path):
     with pytest.raises(LangCellInputError, match="holds 0 rows"):
         import_hf_dataset(folder, tmp_path / "corpus")
     assert not (tmp_path / "corpus").exists() and not list(tmp_path.glob(".corpus.tmp-*"))
+
+
+def test_empty_cells_and_the_later_geneformer_dictionary(tmp_path):
+    corpus = import_hf_dataset(save({"input_ids": [[], [CLS_ID], [7, 9]]}, tmp_path / "hf"), tmp_path / "corpus")
+    assert corpus.lengths.tolist() == [0, 0, 2] and corpus.input_ids(2).tolist() == [7, 9]
+    later = save({"input_ids": [[2, 500, 17, 3], [2, 44, 3]]}, tmp_path / "later")  # <cls> 2 ... <eos> 3
+    with pytest.raises(LangCellInputError, match="20,275-token dictionary"):
+        import_hf_dataset(later, tmp_path / "none")

@@ -211,7 +211,17 @@ def _chunk_tokens(batch: Any, plan: dict, first_row: int, vocabulary: Any) -> tu
                 f"Row {first_row + row}: 'length' says {stated[row]} but {plan['token_column']!r} holds {lengths[row]} ids.",
                 "Recompute the 'length' column (or drop it; it is optional).",
             )
-    has_cls = (lengths > 0) & (flat[np.minimum(starts, max(len(flat) - 1, 0))] == vocabulary.cls_id)
+    nonempty = lengths > 0
+    firsts = np.where(nonempty, flat[np.minimum(starts, len(flat) - 1)] if len(flat) else -1, -1)
+    lasts = np.where(nonempty, flat[np.maximum(starts + lengths - 1, 0)] if len(flat) else -1, -1)
+    if (lengths > 1).any() and (firsts[nonempty] == 2).all() and (lasts[nonempty] == 3).all():
+        raise LangCellInputError(
+            f"Rows {first_row}-{first_row + len(lengths) - 1} all start with id 2 and end with id 3: <cls>/<eos> of "
+            "Geneformer's later 20,275-token dictionary, whose ids mean other genes than the 30M dictionary's.",
+            "Tokenize the cells again from counts with `python -m lightning_langcell tokenize FILE.h5ad`, or import "
+            "a dataset tokenized with the Geneformer-30M dictionary.",
+        )
+    has_cls = firsts == vocabulary.cls_id
     keep = np.ones(len(flat), dtype=bool)
     keep[starts[has_cls]] = False
     genes = flat[keep]
