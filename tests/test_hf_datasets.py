@@ -187,6 +187,11 @@ def test_data_module_accepts_a_dataset_folder(h5ad_corpus, tmp_path):
     assert_same_cells(module.corpus, h5ad_corpus)
     assert module.corpus.path.parent == tmp_path / "cache"
     assert module.classes == sorted(set(h5ad_corpus.column("cell_type").dropna()))
+    stamp = (module.corpus.path / "manifest.json").stat().st_mtime_ns
+    again = LangCellDataModule(str(folder), cache_dir=str(tmp_path / "cache"), texts=False)
+    again.setup()  # the cache entry is found by content, not imported again
+    assert again.corpus.path == module.corpus.path
+    assert (again.corpus.path / "manifest.json").stat().st_mtime_ns == stamp
 
 
 def test_missing_datasets_package_names_the_extra(monkeypatch):
