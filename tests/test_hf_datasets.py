@@ -242,15 +242,13 @@ def test_chunked_import_fits_a_small_address_space(tmp_path):
     folder = tmp_path / "big"
 
     def rows():
-        for start in range(0, cells, 2000):
-            block = rng.integers(2, 25426, size=(2000, genes), dtype=np.int32)
-            yield {"input_ids": list(block), "cell_type": ["B cell"] * 2000}
+        for _ in range(0, cells, 2000):
+            for ids in rng.integers(2, 25426, size=(2000, genes), dtype=np.int32):
+                yield {"input_ids": ids, "cell_type": "B cell"}
 
     features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32")),
                                   "cell_type": datasets.Value("string")})
-    dataset = datasets.Dataset.from_generator(lambda: ({"input_ids": ids, "cell_type": ct}
-                                                       for block in rows() for ids, ct in zip(block["input_ids"], block["cell_type"])),
-                                              features=features, cache_dir=str(tmp_path / "cache"))
+    dataset = datasets.Dataset.from_generator(rows, features=features, cache_dir=str(tmp_path / "cache"))
     dataset.save_to_disk(str(folder))
     arrow_mib = sum(path.stat().st_size for path in folder.glob("*.arrow")) / (1 << 20)
     assert arrow_mib > 200
