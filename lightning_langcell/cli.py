@@ -2,7 +2,7 @@
 
 Lightning's subcommands go through a :class:`LightningCLI` (omegaconf parser mode, so recipes
 may interpolate ``${...}``). The library's own subcommands (``tokenize``, ``convert``,
-``pretrained``, ``verify``) are jsonargparse parsers built from the typed signature and docstring
+``pretrained``, ``verify``, ``export``) are jsonargparse parsers built from the typed signature and docstring
 of the one library function each calls, so their defaults are written once and ``--config
 file.yaml`` works as for the Lightning subcommands. Everything is built inside :func:`main` so
 tests can call it in-process.
@@ -66,7 +66,7 @@ def _pretrained_table(rows: list, arguments: dict) -> list:
 
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {
     "tokenize": ExtraCommand(
-        "tokenize .h5ad files into a memory-mapped cell corpus",
+        "tokenize .h5ad files (or import a Hugging Face dataset folder) into a memory-mapped cell corpus",
         "lightning_langcell.data.corpus_writer:tokenize_command",
         positionals=("inputs",), aliases={"drop_empty": ("keep_empty", False)},
     ),
@@ -79,6 +79,11 @@ EXTRA_COMMANDS: dict[str, ExtraCommand] = {
         "list the registered checkpoints and where they are found here",
         "lightning_langcell.hub.registry:list_pretrained",
         hidden=frozenset({"verbose"}), present=_pretrained_table,
+    ),
+    "export": ExtraCommand(
+        "write a corpus as a Hugging Face dataset folder (datasets.load_from_disk)",
+        "lightning_langcell.data.hf_datasets:export_command",
+        positionals=("corpus", "output"),
     ),
     "verify": ExtraCommand(
         "check a tokenized-cell corpus (sizes, dtypes, token ids, digests)",

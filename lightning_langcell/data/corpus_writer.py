@@ -386,20 +386,38 @@ def tokenize_command(
     assume_counts: bool = False,
     keep_empty: bool = False,
     min_gene_coverage: float = 0.1,
+    split: str | None = None,
+    token_column: str | None = None,
+    cell_type_column: str | None = None,
 ) -> dict:
     """``python -m lightning_langcell tokenize FILES --output DIR``: tokenize, print and return a summary.
 
     Cells without any vocabulary gene are dropped (and counted) unless ``keep_empty``;
     inputs with fewer than ``min_gene_coverage`` of their genes in the vocabulary are refused.
+    One Hugging Face dataset folder (``save_to_disk``) of Geneformer token ids is imported as is
+    (``split``, ``token_column``, ``cell_type_column``; see :mod:`lightning_langcell.data.hf_datasets`).
     """
+    from lightning_langcell.data.hf_datasets import import_hf_dataset, is_hf_dataset_dir
     from lightning_langcell.tokenization import CellTokenizer
 
     started = time.perf_counter()
-    tokenizer = CellTokenizer(max_genes=max_genes, assume_counts=assume_counts, keep_empty=keep_empty,
-                              min_gene_coverage=min_gene_coverage)
-    corpus = tokenize_to_corpus(
-        inputs, output, tokenizer, obs_columns=obs_columns, overwrite=overwrite, append=append, chunk_size=chunk_size
-    )
+    hf_inputs = [path for path in inputs if is_hf_dataset_dir(path)]
+    if hf_inputs and (len(inputs) > 1 or append):
+        raise LangCellInputError(
+            f"{hf_inputs[0]} is a Hugging Face dataset folder: it is imported alone, not with other inputs or --append.",
+            "Import it into its own corpus, then combine corpora with `merge_corpora`.",
+        )
+    if hf_inputs:
+        corpus = import_hf_dataset(hf_inputs[0], output, split=split, token_column=token_column,
+                                   cell_type_column=cell_type_column, obs_columns=obs_columns or "all",
+                                   overwrite=overwrite, chunk_size=chunk_size)
+    else:
+        tokenizer = CellTokenizer(max_genes=max_genes, assume_counts=assume_counts, keep_empty=keep_empty,
+                                  min_gene_coverage=min_gene_coverage)
+        corpus = tokenize_to_corpus(
+            inputs, output, tokenizer, obs_columns=obs_columns, overwrite=overwrite, append=append,
+            chunk_size=chunk_size,
+        )
     summary = {
         "output": str(corpus.path),
         "n_cells": len(corpus),
@@ -414,6 +432,9 @@ def tokenize_command(
         f"from {len(summary['sources'])} file(s) in {summary['seconds']:.1f} s"
     )
     for source in summary["sources"]:
+        if hf_inputs:
+            print(f"  {source['path']}: {source['n_cells']:,} cells imported (token ids as given, <cls> stripped)")
+            continue
         print(
             f"  {source['path']}: {source['n_cells']:,} cells kept, {source['n_skipped']:,} skipped "
             f"({source['n_empty_dropped']:,} without any vocabulary gene); "
@@ -430,6 +451,6 @@ def _source_summary(source: dict) -> dict:
         "path": source["path"],
         "n_cells": source["n_cells"],
         "n_skipped": source["n_skipped"],
-        "n_empty_dropped": int(report.get("cells_dropped_empty", 0)),
+        "n_empty_dropped": int(report.get("cells_dropped_empty", 0)),  # imported datasets: no report
         "gene_coverage": float(report.get("gene_coverage", float("nan"))),
     }

@@ -35,8 +35,10 @@ class LangCellDataModule(pl.LightningDataModule):
     """Tokenized cells (from .h5ad files or a corpus directory) with texts, labels and splits.
 
     Args:
-        data: .h5ad path(s), tokenized once in ``prepare_data`` and cached by content, or a
-            corpus directory written by ``python -m lightning_langcell tokenize``.
+        data: .h5ad path(s), tokenized once in ``prepare_data`` and cached by content, a
+            Hugging Face dataset folder of Geneformer token ids (``save_to_disk``; for a
+            DatasetDict, its split's subfolder), imported once into the same cache, or a corpus
+            directory written by ``python -m lightning_langcell tokenize``.
         cache_dir: where tokenized .h5ad inputs are cached (default :func:`default_cache_dir`).
         label_column: obs column holding class labels (``None``: unlabelled).
         texts: build a text per cell from its metadata (needed by cell–text objectives).
@@ -107,7 +109,12 @@ class LangCellDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------- corpus
     def _is_corpus_dir(self) -> bool:
-        return len(self.inputs) == 1 and Path(self.inputs[0]).is_dir()
+        return len(self.inputs) == 1 and Path(self.inputs[0]).is_dir() and not self._is_hf_dataset()
+
+    def _is_hf_dataset(self) -> bool:
+        from lightning_langcell.data.hf_datasets import is_hf_dataset_dir
+
+        return len(self.inputs) == 1 and is_hf_dataset_dir(self.inputs[0])
 
     def _tokenizer(self):
         from lightning_langcell.tokenization import CellTokenizer
@@ -118,6 +125,10 @@ class LangCellDataModule(pl.LightningDataModule):
         """The corpus directory: the given one, or the cache entry for the .h5ad inputs."""
         if self._is_corpus_dir():
             return Path(self.inputs[0])
+        if self._is_hf_dataset():
+            from lightning_langcell.data.hf_datasets import hf_cache_key
+
+            return self.cache_dir / hf_cache_key(self.inputs[0])
         missing = [p for p in self.inputs if not Path(p).is_file()]
         if missing:
             raise LangCellInputError(
@@ -141,7 +152,12 @@ class LangCellDataModule(pl.LightningDataModule):
         from lightning_langcell.errors import CorpusError
 
         try:
-            tokenize_to_corpus(self.inputs, path, tokenizer=self._tokenizer(), obs_columns=self._obs_columns())
+            if self._is_hf_dataset():
+                from lightning_langcell.data.hf_datasets import import_hf_dataset
+
+                import_hf_dataset(self.inputs[0], path)
+            else:
+                tokenize_to_corpus(self.inputs, path, tokenizer=self._tokenizer(), obs_columns=self._obs_columns())
         except CorpusError:
             if not path.exists():  # another process finished the same cache entry first: use it
                 raise
