@@ -162,8 +162,33 @@ class _DealtBatchSampler(Sampler[list[int]]):
     def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _settings(self) -> dict[str, Any]:
+    def _require_batches(self, settings: str, size_setting: str) -> None:
+        """Refuse settings that leave a rank without a batch (DDP would hang, training would do nothing)."""
+        if len(self) == 0:
+            raise LangCellInputError(
+                f"{len(self.cells)} cells give no batch per rank with {settings}, "
+                f"num_replicas={self.num_replicas}, drop_last={self._drop_last}.",
+                f"Lower {size_setting}, use drop_last=False, or provide more cells.",
+            )
+
+    def _batching_settings(self) -> dict[str, Any]:
+        """The subclass's settings that shape its batches."""
         raise NotImplementedError
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            **self._batching_settings(),
+            "pool_size": self.pool_size,
+            "num_replicas": self.num_replicas,
+            "drop_last": self._drop_last,
+            "shuffle": self.shuffle,
+            "num_cells": len(self.cells),
+        }
+
+    def _epoch_order(self, rng: np.random.Generator) -> np.ndarray:
+        """The cells in the epoch's seeded order (kept in order without ``shuffle``)."""
+        return self.cells[rng.permutation(len(self.cells))] if self.shuffle else self.cells
 
     def _batches_per_rank(self, epoch: int) -> int:
         return len(self._epoch_plan(epoch)[2]) // self.num_replicas
@@ -295,12 +320,7 @@ class LengthGroupedBatchSampler(_DealtBatchSampler):
     ) -> None:
         self._batch_size = _positive_int("batch_size", batch_size, 8)
         super().__init__(lengths, seed, pool_size, num_replicas, rank, drop_last, shuffle, indices)
-        if len(self) == 0:
-            raise LangCellInputError(
-                f"{len(self.cells)} cells give no batch per rank with batch_size={batch_size}, "
-                f"num_replicas={self.num_replicas}, drop_last={drop_last}.",
-                "Lower batch_size, use drop_last=False, or provide more cells.",
-            )
+        self._require_batches(f"batch_size={batch_size}", "batch_size")
 
     def _batches_per_rank(self, epoch: int) -> int:
         """The same for every epoch, known without planning one."""
@@ -320,23 +340,15 @@ class LengthGroupedBatchSampler(_DealtBatchSampler):
 
     def _epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, int(epoch)])
-        cells = self.cells[rng.permutation(len(self.cells))] if self.shuffle else self.cells
+        cells = self._epoch_order(rng)
         cells = _pool_sorted(cells, self.lengths, self.pool_size * self._batch_size)
         bounds = np.append(np.arange(0, len(cells), self._batch_size), len(cells))
         partial = len(cells) % self._batch_size > 0
         ids = _deal(cells, bounds, self.lengths, rng, self.shuffle, self.num_replicas, self._drop_last, partial)
         return cells, bounds, ids
 
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "batch_size": self._batch_size,
-            "pool_size": self.pool_size,
-            "num_replicas": self.num_replicas,
-            "drop_last": self._drop_last,
-            "shuffle": self.shuffle,
-            "num_cells": len(self.cells),
-        }
+    def _batching_settings(self) -> dict[str, Any]:
+        return {"batch_size": self._batch_size}
 
 
 def budget_bounds(tokens: np.ndarray, max_tokens: int, max_cells: int) -> np.ndarray:
@@ -381,7 +393,7 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
         max_cells: cap on cells per batch.
         max_length: tokens a cell can take at most, ``<cls>`` included (None: no cap).
         group_by_length: sort pools by length before cutting (less padding in padded batches).
-        seed, pool_size, num_replicas, rank, drop_last, shuffle, indices: as for
+        seed, pool_size, shuffle, drop_last, num_replicas, rank, indices: as for
             :class:`LengthGroupedBatchSampler` (``pool_size`` counts ``max_cells`` cells).
     """
 
@@ -391,13 +403,13 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
         max_tokens: int,
         max_cells: int,
         max_length: int | None = None,
-        group_by_length: bool = True,
         seed: int = 0,
+        group_by_length: bool = True,
         pool_size: int = 50,
+        shuffle: bool = True,
+        drop_last: bool = False,
         num_replicas: int | None = None,
         rank: int | None = None,
-        drop_last: bool = False,
-        shuffle: bool = True,
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.max_tokens = _positive_int("max_tokens", max_tokens, 16384)
@@ -407,12 +419,7 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
         super().__init__(lengths, seed, pool_size, num_replicas, rank, drop_last, shuffle, indices)
         self.tokens = self.lengths + 1 if max_length is None else np.minimum(self.lengths + 1, self.max_length)
         self._plan_cache: tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
-        if len(self) == 0:
-            raise LangCellInputError(
-                f"{len(self.cells)} cells give no batch per rank with max_tokens={max_tokens}, "
-                f"max_cells={max_cells}, num_replicas={self.num_replicas}, drop_last={drop_last}.",
-                "Lower max_tokens, use drop_last=False, or provide more cells.",
-            )
+        self._require_batches(f"max_tokens={max_tokens}, max_cells={max_cells}", "max_tokens")
 
     def batch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The epoch as arrays: (cells [M] in batch order, batch offsets [B + 1], dealt batch ids).
@@ -430,26 +437,15 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
 
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
-        cells = self.cells[rng.permutation(len(self.cells))] if self.shuffle else self.cells
+        cells = self._epoch_order(rng)
         if self.group_by_length:
             cells = _pool_sorted(cells, self.lengths, self.pool_size * self.max_cells)
         bounds = budget_bounds(self.tokens[cells], self.max_tokens, self.max_cells)
         ids = _deal(cells, bounds, self.tokens, rng, self.shuffle, self.num_replicas, self._drop_last, True)
         return cells, bounds, ids
 
-    def _settings(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "max_tokens": self.max_tokens,
-            "max_cells": self.max_cells,
-            "max_length": self.max_length,
-            "group_by_length": self.group_by_length,
-            "pool_size": self.pool_size,
-            "num_replicas": self.num_replicas,
-            "drop_last": self._drop_last,
-            "shuffle": self.shuffle,
-            "num_cells": len(self.cells),
-        }
+    def _batching_settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in ("max_tokens", "max_cells", "max_length", "group_by_length")}
 
 
 class DistributedEvalSampler(DistributedSampler):
