@@ -185,9 +185,9 @@ def test_data_module_refuses_bad_budgets_at_construction(kwargs):
 def _module(tmp_path, **kwargs):
     from lightning_langcell.data.datamodule import LangCellDataModule
 
+    settings = {"max_length": 64, "batch_size": 4, **kwargs}
     module = LangCellDataModule(data=str(CELLS), cache_dir=str(tmp_path / "cache"), label_column=None,
-                                texts=False, max_length=64, mgm_probability=0.0, split=(1.0, 0.0, 0.0),
-                                batch_size=4, **kwargs)
+                                texts=False, mgm_probability=0.0, split=(1.0, 0.0, 0.0), **settings)
     module.setup("fit")
     return module
 
@@ -216,3 +216,60 @@ def test_data_module_resumes_token_budget_batches_exactly(tmp_path):
     resumed = _module(tmp_path, batch_tokens=200, max_cells_per_batch=5)
     resumed.load_state_dict(saved)
     assert [b["index"].tolist() for b in resumed.train_dataloader()] == whole[3:]
+
+
+def test_data_module_under_a_lightning_trainer_serves_each_epochs_planned_batches(tmp_path):
+    """Three epochs with ``reload_dataloaders_every_n_epochs=1`` (the documented setting for
+    token budgets): every epoch trains exactly the batches the sampler planned for it, also when
+    the epochs have different numbers of batches (small pools, uncapped cells of 170–322 genes):
+    without the reload, Lightning stops a later epoch at the first epoch's count."""
+    L = pytest.importorskip("lightning")
+    import torch
+
+    class _Recorder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+            self.seen = {}
+
+        def training_step(self, batch, batch_idx):
+            self.seen.setdefault(self.current_epoch, []).append(batch["index"].tolist())
+            assert int(batch["attention_mask"].sum()) <= 800
+            return self.weight.square().sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    module = _module(tmp_path, batch_tokens=800, max_cells_per_batch=8, max_length=512, pool_size=1)
+    model = _Recorder()
+    trainer = L.Trainer(max_epochs=3, reload_dataloaders_every_n_epochs=1, accelerator="cpu", devices=1,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=module)
+    sampler = module._train_batches.batch_sampler
+    rows = module.splits["train"]
+    for epoch in range(3):
+        planned = [rows[b].tolist() for b in sampler.rank_batches(epoch)]
+        assert model.seen[epoch] == planned
+        assert sorted(c for b in planned for c in b) == sorted(rows.tolist())
+    # a later epoch had more batches than the first (Lightning without the reload cuts it short)
+    assert max(len(model.seen[epoch]) for epoch in (1, 2)) > len(model.seen[0])
+
+
+def test_data_module_warns_when_lightning_would_cut_epochs_short(tmp_path):
+    from types import SimpleNamespace
+
+    module = _module(tmp_path, batch_tokens=200)
+    module.trainer = SimpleNamespace(reload_dataloaders_every_n_epochs=0, current_epoch=2, world_size=1,
+                                     global_rank=0)
+    with pytest.warns(UserWarning, match="reload_dataloaders_every_n_epochs: 1"):
+        loader = module.train_dataloader()
+    sampler = module._train_batches.batch_sampler
+    assert sampler.epoch == 2 and len(loader) == sampler._batches_per_rank(2)
+    module.trainer = SimpleNamespace(reload_dataloaders_every_n_epochs=1, current_epoch=0, world_size=1,
+                                     global_rank=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.train_dataloader()

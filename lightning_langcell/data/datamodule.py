@@ -49,7 +49,9 @@ class LangCellDataModule(pl.LightningDataModule):
         batch_tokens: training batches by a budget of real tokens per device (``<cls>`` + genes,
             capped at ``max_length``) instead of ``batch_size`` cells: every step costs about the
             same (:class:`~lightning_langcell.data.sampling.TokenBudgetBatchSampler`); must be
-            ≥ ``max_length`` so a full-length cell fits. None: ``batch_size`` cells per batch.
+            ≥ ``max_length`` so a full-length cell fits. Epochs then differ by a few batches: train
+            with ``reload_dataloaders_every_n_epochs=1`` (warned otherwise) so each runs all of
+            its batches. None: ``batch_size`` cells per batch.
         max_cells_per_batch: cap on cells per token-budget batch (bounds the text encoder's
             work); None: ``batch_size``.
         mgm_probability: fraction of gene tokens masked for masked gene modelling in training and
@@ -320,6 +322,13 @@ class LangCellDataModule(pl.LightningDataModule):
             )
         )
         trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            warnings.warn(
+                "data.batch_tokens: epochs differ by a few batches and Lightning counts them only when it "
+                "loads the train loader, so a longer epoch would be cut short. "
+                "Set trainer.reload_dataloaders_every_n_epochs: 1.",
+                stacklevel=2,
+            )
         batches.set_epoch(trainer.current_epoch if trainer is not None else 0)
         return batches
 

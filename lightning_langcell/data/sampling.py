@@ -19,6 +19,9 @@ Lightning notes (this module does not import Lightning):
   attributes, which Lightning would use to rebuild it wrongly (``cls(sampler, batch_size=..)``).
 * Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` each epoch; the
   ``sampler`` property returns the batch sampler itself so that call reaches it.
+* :class:`TokenBudgetBatchSampler`'s epochs differ by a few batches, and Lightning takes ``len``
+  only when it loads the train loader: use ``Trainer(reload_dataloaders_every_n_epochs=1)`` and
+  build the sampler at ``trainer.current_epoch``, or a longer epoch is cut at the first's count.
 * For val/test, ``use_distributed_sampler=True`` makes Lightning insert a ``DistributedSampler``
   that repeats up to ``world_size - 1`` cells (metrics slightly off; Lightning warns); for
   predict it inserts ``UnrepeatedDistributedSamplerWrapper`` (no repeats, strided shards).
