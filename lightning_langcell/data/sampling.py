@@ -354,20 +354,24 @@ class LengthGroupedBatchSampler(_DealtBatchSampler):
         return {"batch_size": self._batch_size}
 
 
-def budget_bounds(tokens: np.ndarray, max_tokens: int, max_cells: int) -> np.ndarray:
+def budget_bounds(tokens: np.ndarray, max_tokens: int, max_cells: int, segment: int | None = None) -> np.ndarray:
     """Greedy cut of a cell sequence by token budget: batch offsets [B + 1].
 
     Each batch takes the next cells while its real tokens stay ≤ ``max_tokens`` and it has at most
-    ``max_cells`` cells; a cell over the budget on its own makes a batch of one. One
+    ``max_cells`` cells; a cell over the budget on its own makes a batch of one. With ``segment``
+    no batch crosses a multiple of ``segment`` (a pool boundary: the shortest cells of one sorted
+    pool would otherwise share a batch, padded, with the longest of the next). One
     ``searchsorted`` per batch on the cumulative token counts.
     """
     ends = np.cumsum(tokens, dtype=np.int64)
+    segment = segment or max(len(tokens), 1)
     bounds = [0]
     while bounds[-1] < len(tokens):
         start = bounds[-1]
         before = ends[start - 1] if start else 0
         fit = int(np.searchsorted(ends, before + max_tokens, side="right"))
-        bounds.append(max(start + 1, min(fit, start + max_cells)))
+        limit = (start // segment + 1) * segment
+        bounds.append(max(start + 1, min(fit, start + max_cells, limit)))
     return np.asarray(bounds, dtype=np.int64)
 
 
@@ -377,9 +381,9 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
     A cell costs ``min(length + 1, max_length)`` tokens (``<cls>`` + its genes, capped as the
     collator does). Each epoch: permute the cells with ``default_rng([seed, epoch])`` (when
     ``shuffle``), sort pools of ``pool_size * max_cells`` cells longest first (when
-    ``group_by_length``: the padded path then pads little too), then cut the sequence greedily:
+    ``group_by_length``: the padded path then pads little too), then cut each pool greedily:
     a batch takes cells while its tokens stay ≤ ``max_tokens`` and it has ≤ ``max_cells`` cells;
-    a cell longer than the budget gets a batch of its own. Batch order, the most expensive
+    a cell longer than the budget gets a batch of its own (:func:`budget_bounds`). Batch order, the most expensive
     batches first, the round-robin deal to the DDP ranks and ``drop_last`` are as in
     :class:`LengthGroupedBatchSampler` (the partial batch is the last batch of the cut).
 
@@ -441,9 +445,10 @@ class TokenBudgetBatchSampler(_DealtBatchSampler):
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         cells = self._epoch_order(rng)
-        if self.group_by_length:
-            cells = _pool_sorted(cells, self.lengths, self.pool_size * self.max_cells)
-        bounds = budget_bounds(self.tokens[cells], self.max_tokens, self.max_cells)
+        pool_cells = self.pool_size * self.max_cells if self.group_by_length else None
+        if pool_cells:
+            cells = _pool_sorted(cells, self.lengths, pool_cells)
+        bounds = budget_bounds(self.tokens[cells], self.max_tokens, self.max_cells, segment=pool_cells)
         ids = _deal(cells, bounds, self.tokens, rng, self.shuffle, self.num_replicas, self._drop_last, True)
         return cells, bounds, ids
 
