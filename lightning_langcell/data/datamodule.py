@@ -48,6 +48,14 @@ class LangCellDataModule(pl.LightningDataModule):
         max_length: cell tokens fed to the model including ``<cls>``; None: the length the
             checkpoint was trained with (set by the task; 2048 without one).
         batch_size / eval_batch_size: cells per batch (per device).
+        batch_tokens: training batches by a budget of real tokens per device (``<cls>`` + genes,
+            capped at ``max_length``) instead of ``batch_size`` cells: every step costs about the
+            same (:class:`~lightning_langcell.data.sampling.TokenBudgetBatchSampler`); must be
+            ≥ ``max_length`` so a full-length cell fits. Epochs then differ by a few batches: train
+            with ``reload_dataloaders_every_n_epochs=1`` (warned otherwise) so each runs all of
+            its batches. None: ``batch_size`` cells per batch.
+        max_cells_per_batch: cap on cells per token-budget batch (bounds the text encoder's
+            work); None: ``batch_size``.
         mgm_probability: fraction of gene tokens masked for masked gene modelling in training and
             validation batches: the official 0.15 by default, as pre-training needs; 0 (or null)
             switches masking off (classifiers, zero-shot, embedding).
@@ -78,6 +86,8 @@ class LangCellDataModule(pl.LightningDataModule):
         max_length: int | None = None,
         batch_size: int = 8,
         eval_batch_size: int | None = None,
+        batch_tokens: int | None = None,
+        max_cells_per_batch: int | None = None,
         num_workers: int = 0,
         mgm_probability: float | None = 0.15,
         split: tuple[float, float, float] = (0.8, 0.1, 0.1),
@@ -95,6 +105,7 @@ class LangCellDataModule(pl.LightningDataModule):
                 f"k_shot {k_shot}: a few-shot run needs at least 1 training cell per class.",
                 "Pass data.k_shot >= 1, or data.k_shot null to train on the split fractions instead.",
             )
+        _check_token_budget(batch_tokens, max_cells_per_batch, max_length)
         self.save_hyperparameters()
         self.inputs = [str(data)] if isinstance(data, (str, os.PathLike)) else [str(p) for p in data]
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -306,9 +317,43 @@ class LangCellDataModule(pl.LightningDataModule):
             )
         )
 
+    def _token_budget_batches(self) -> EpochTaggedBatches:
+        """Training batches by token budget, built at the trainer's epoch (so ``len`` is that epoch's)."""
+        from lightning_langcell.data.sampling import TokenBudgetBatchSampler
+
+        hp = self.hparams
+        max_length = hp.max_length or DEFAULT_MAX_LENGTH
+        _check_token_budget(hp.batch_tokens, hp.max_cells_per_batch, max_length)  # a task may set max_length
+        replicas, rank = self._world()
+        batches = EpochTaggedBatches(
+            TokenBudgetBatchSampler(
+                self.datasets["train"].lengths,
+                hp.batch_tokens,
+                hp.max_cells_per_batch or hp.batch_size,
+                max_length=max_length,
+                seed=hp.seed,
+                pool_size=hp.pool_size,
+                num_replicas=replicas,
+                rank=rank,
+            )
+        )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.reload_dataloaders_every_n_epochs != 1:
+            warnings.warn(
+                "data.batch_tokens: epochs differ by a few batches and Lightning counts them only when it "
+                "loads the train loader, so a longer epoch would be cut short. "
+                "Set trainer.reload_dataloaders_every_n_epochs: 1.",
+                stacklevel=2,
+            )
+        batches.set_epoch(trainer.current_epoch if trainer is not None else 0)
+        return batches
+
     def train_dataloader(self) -> DataLoader:
-        """Seeded length-grouped batches, resumable mid-epoch (see :meth:`state_dict`)."""
-        sampler = self._grouped_batches("train", shuffle=True)
+        """Seeded length-grouped batches (or token-budget ones), resumable mid-epoch (see :meth:`state_dict`)."""
+        if self.hparams.batch_tokens is None:
+            sampler = self._grouped_batches("train", shuffle=True)
+        else:
+            sampler = self._token_budget_batches()
         if self._resume_state is not None:
             sampler.load_state_dict(self._resume_state)
             self._resume_state = None
@@ -387,6 +432,21 @@ class LangCellDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume mid-epoch: the next ``train_dataloader`` skips the batches already consumed."""
         self._resume_state = state.get("train_batches")
+
+
+def _check_token_budget(batch_tokens: int | None, max_cells: int | None, max_length: int | None) -> None:
+    """Positive integers, and a budget that fits one cell of ``max_length`` tokens."""
+    for name, value in (("batch_tokens", batch_tokens), ("max_cells_per_batch", max_cells)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise LangCellInputError(
+                f"data.{name} must be a positive integer or null, got {value!r}.",
+                f"Pass e.g. data.{name}: {24576 if name == 'batch_tokens' else 48}, or null.",
+            )
+    if batch_tokens is not None and max_length is not None and batch_tokens < max_length:
+        raise LangCellInputError(
+            f"data.batch_tokens={batch_tokens} is smaller than one full cell (max_length={max_length} tokens).",
+            f"Pass data.batch_tokens >= {max_length} (e.g. {12 * max_length}, the tokens of 12 full cells).",
+        )
 
 
 def _remove_cache_entry(path: Path) -> None:
