@@ -56,6 +56,11 @@ class HierarchicalPredictions:
     levels: np.ndarray
     probabilities: np.ndarray
 
+    def take(self, index: np.ndarray) -> "HierarchicalPredictions":
+        """The predictions of some cells (``index``: positions or a boolean mask)."""
+        return HierarchicalPredictions(self.term_ids[index], self.labels[index], self.levels[index],
+                                       self.probabilities[index])
+
     def obs_columns(self, n_obs: int, rows: np.ndarray) -> dict[str, pd.Categorical | np.ndarray]:
         """Full-length obs columns for ``n_obs`` cells, these predictions at ``rows``
         (other cells: no term (categorical missing), level -1)."""

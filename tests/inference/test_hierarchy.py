@@ -178,3 +178,28 @@ def test_annotate_hierarchy_columns_are_consistent(pbmc_h5ad, tiny_checkpoint, t
     # the exact predictions' ontology accuracy is the classification accuracy
     assert info["metrics_exact"]["accuracy"] == pytest.approx(result.uns["langcell"]["metrics"]["accuracy"])
     assert info["metrics_backoff"]["correct_or_ancestor"] >= info["metrics_exact"]["correct_or_ancestor"]
+
+
+def test_cli_predict_hierarchy_equals_the_python_api(pbmc_h5ad, tiny_checkpoint, repo_root, tmp_path):
+    import anndata
+
+    from lightning_langcell.cli import main
+    from lightning_langcell.inference import annotate
+
+    runs, output = tmp_path / "runs", tmp_path / "annotated.h5ad"
+    main([
+        "predict", "--config", str(repo_root / "recipes" / "zero_shot.yaml"),
+        "--data.data", str(pbmc_h5ad), "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "16",
+        "--model.init_args.init_from", str(tiny_checkpoint), "--model.init_args.output", str(output),
+        "--model.init_args.hierarchy", "true", "--model.init_args.backoff_threshold", "0.13",
+        "--model.init_args.ancestor_threshold", "0.5",
+        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(runs), "--trainer.logger", "false",
+    ])
+    written = anndata.read_h5ad(output)
+    expected = annotate(pbmc_h5ad, tiny_checkpoint, hierarchy=True, backoff_threshold=0.13, ancestor_threshold=0.5)
+    for key in ("langcell_term_id", "langcell_term_label", "langcell_backoff_level"):
+        assert written.obs[key].astype(object).equals(expected.obs[key].astype(object))
+    levels = written.obs["langcell_backoff_level"]
+    assert (levels == 0).sum() > 0 and (levels > 0).sum() > 0
+    assert written.uns["langcell"]["hierarchy"]["metrics_backoff"]["hierarchical_f1"] == pytest.approx(
+        expected.uns["langcell"]["hierarchy"]["metrics_backoff"]["hierarchical_f1"])
