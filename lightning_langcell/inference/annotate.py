@@ -212,7 +212,8 @@ def annotate(
             probability reaches ``ancestor_threshold`` (obs ``langcell_term_id``,
             ``langcell_term_label``, ``langcell_backoff_level``; settings and ontology-aware
             scores in ``uns["langcell"]["hierarchy"]``; see
-            :mod:`lightning_langcell.inference.hierarchy`). The default thresholds are provisional.
+            :mod:`lightning_langcell.inference.hierarchy`; the default ``backoff_threshold`` 0 never
+            backs off: none helped on the pre-training data, see ``benchmarks/hierarchy_thresholds.py``).
     """
     import anndata
 
