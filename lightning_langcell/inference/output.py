@@ -4,6 +4,8 @@ crash-safe .h5ad output.
 - ``obs["langcell_prediction"]``: predicted class (categorical over the candidate classes;
   missing for cells that were not scored, e.g. ``filter_pass == 0``);
 - ``obs["langcell_confidence"]``: final probability of the predicted class;
+- ``obs["langcell_unknown_score"]``: one minus the margin between the two most probable classes
+  (high: the cell fits no candidate well; :mod:`lightning_langcell.inference.open_set`);
 - with the hierarchy option (:mod:`lightning_langcell.inference.hierarchy`):
   ``obs["langcell_term_id"]`` / ``obs["langcell_term_label"]``, the Cell Ontology term predicted
   after back-off, and ``obs["langcell_backoff_level"]`` (0: the predicted class itself, 1: its
@@ -31,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.open_set import unknown_score
 from lightning_langcell.io_utils import atomic_file
 
 PREDICTION_KEY = "langcell_prediction"
@@ -40,6 +43,7 @@ CLASSES_KEY = "langcell_classes"
 TERM_ID_KEY = "langcell_term_id"
 TERM_LABEL_KEY = "langcell_term_label"
 BACKOFF_LEVEL_KEY = "langcell_backoff_level"
+UNKNOWN_SCORE_KEY = "langcell_unknown_score"
 EMBEDDING_KEY = "X_langcell"
 INFO_KEY = "langcell"
 
@@ -130,7 +134,9 @@ class ZeroShotAnnotations(CellResults):
         prediction = pd.Categorical.from_codes(codes, categories=pd.Index(self.classes, dtype=object))
         confidence = np.full(len(codes), np.nan, dtype=np.float32)
         confidence[codes >= 0] = self.probabilities[codes >= 0, codes[codes >= 0]]
-        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence, **self.extra_obs}, index=index)
+        unknown = unknown_score(self.probabilities).astype(np.float32)
+        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence, UNKNOWN_SCORE_KEY: unknown,
+                             **self.extra_obs}, index=index)
 
     def obsm_entries(self) -> dict[str, np.ndarray]:
         return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings}
