@@ -6,7 +6,9 @@ and writes one columnar ``ontology_<PREFIX>.json.gz`` per ontology (format in
 ``lightning_langcell/text/ontology.py``). Byte-for-byte reproducible (gzip mtime 0).
 
 What is kept (budget: ~2 MB gzip for all resources):
-- CL: every non-deprecated term, with label, definition (null when none) and synonyms;
+- CL: every non-deprecated term, with label, definition (null when none), synonyms and its
+  direct parents among the kept terms (``is_a``/``part_of`` edges of distance 1 in the export's
+  ``ancestors``; the ancestors are their closure);
 - UBERON, MONDO: non-deprecated terms that have a definition, label + definition only;
 - all three: ``replaced_by`` of deprecated terms, so old ids still resolve.
 
@@ -35,11 +37,11 @@ from lightning_langcell.io_utils import atomic_file  # noqa: E402
 DEFAULT_SOURCE = Path("/work/shared/data")
 DEFAULT_OUTPUT = REPO_ROOT / "lightning_langcell" / "text" / "resources"
 
-# prefix -> (keep terms without a definition, keep synonyms)
+# prefix -> (keep terms without a definition, keep synonyms, keep parents)
 POLICY = {
-    "CL": (True, True),
-    "UBERON": (False, False),
-    "MONDO": (False, False),
+    "CL": (True, True, True),
+    "UBERON": (False, False, False),
+    "MONDO": (False, False, False),
 }
 SOURCE_NAME = "cellxgene-ontology-guide==1.11.1 (PyPI), cellxgene_ontology_guide/data/{file}.zst"
 
@@ -53,8 +55,8 @@ def find_export(source: Path, prefix: str) -> Path:
     raise SystemExit(f"No {prefix}-ontology-v*.json.gz under {source} or {source / 'cell_ontology'}.")
 
 
-def subset(raw: dict, keep_undefined: bool, keep_synonyms: bool) -> dict:
-    """Columnar subset of one ontology export, sorted by id."""
+def subset(raw: dict, keep_undefined: bool, keep_synonyms: bool, keep_parents: bool = False) -> dict:
+    """Columnar subset of one ontology export, sorted by id (``parents`` column only with ``keep_parents``)."""
     columns = {"id": [], "label": [], "definition": [], "synonyms": []}
     replaced_by = {}
     for term_id in sorted(raw):
@@ -73,6 +75,9 @@ def subset(raw: dict, keep_undefined: bool, keep_synonyms: bool) -> dict:
         synonyms = sorted({s.strip() for s in entry.get("synonyms", []) if s.strip()})
         columns["synonyms"].append(synonyms if keep_synonyms else [])
     kept = set(columns["id"])
+    if keep_parents:
+        columns["parents"] = [sorted(parent for parent, distance in raw[term_id].get("ancestors", {}).items()
+                                     if distance == 1 and parent in kept) for term_id in columns["id"]]
     columns["replaced_by"] = {old: new for old, new in replaced_by.items() if new in kept}
     return columns
 
@@ -80,14 +85,14 @@ def subset(raw: dict, keep_undefined: bool, keep_synonyms: bool) -> dict:
 def build(source: Path, output: Path) -> dict[str, dict]:
     """Write every ontology of ``POLICY`` to ``output``; return a summary per prefix."""
     summary = {}
-    for prefix, (keep_undefined, keep_synonyms) in POLICY.items():
+    for prefix, (keep_undefined, keep_synonyms, keep_parents) in POLICY.items():
         path = find_export(source, prefix)
         version = re.search(r"-v([\d-]+)\.json", path.name).group(1)
         with gzip.open(path, "rt", encoding="utf-8") as handle:
             raw = json.load(handle)
         payload = {"ontology": prefix, "version": version,
                    "source": SOURCE_NAME.format(file=path.name.removesuffix(".gz"))}
-        payload.update(subset(raw, keep_undefined, keep_synonyms))
+        payload.update(subset(raw, keep_undefined, keep_synonyms, keep_parents))
         data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         compressed = gzip.compress(data, compresslevel=9, mtime=0)
         target = output / f"ontology_{prefix}.json.gz"

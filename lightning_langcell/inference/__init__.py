@@ -1,5 +1,5 @@
-"""Using a trained model: zero-shot cell-type annotation (scoring engine, AnnData API, output),
-cell embeddings' scores and cell ↔ text retrieval."""
+"""Using a trained model: zero-shot cell-type annotation (scoring engine, AnnData API, output,
+the ontology's hierarchy, open-set scores), cell embeddings' scores and cell ↔ text retrieval."""
 
 from lightning_langcell.inference.annotate import annotate, load_zero_shot_model
 from lightning_langcell.inference.classes import CandidateClasses, candidate_classes, truth_indices
@@ -11,6 +11,8 @@ from lightning_langcell.inference.embedding_metrics import (
     silhouette_batch,
     silhouette_label,
 )
+from lightning_langcell.inference.hierarchy import ClassHierarchy, HierarchicalPredictions, hierarchical_scores
+from lightning_langcell.inference.open_set import left_out_auroc, unknown_score
 from lightning_langcell.inference.output import CellEmbeddings, ZeroShotAnnotations, write_annotated_copy, write_h5ad
 from lightning_langcell.inference.retrieval import deduplicate_texts, embed_texts, retrieval_metrics
 from lightning_langcell.inference.zero_shot import (
@@ -26,7 +28,9 @@ from lightning_langcell.inference.zero_shot import (
 __all__ = [
     "CandidateClasses",
     "CellEmbeddings",
+    "ClassHierarchy",
     "ClassTexts",
+    "HierarchicalPredictions",
     "ZeroShotAnnotations",
     "ZeroShotOutput",
     "ZeroShotScorer",
@@ -37,8 +41,10 @@ __all__ = [
     "embedding_scores",
     "encode_class_texts",
     "fused_match_logits",
+    "hierarchical_scores",
     "knn_batch_mixing",
     "knn_purity",
+    "left_out_auroc",
     "load_zero_shot_model",
     "per_class_match_logits",
     "retrieval_metrics",
@@ -47,6 +53,7 @@ __all__ = [
     "silhouette_label",
     "top_k_candidates",
     "truth_indices",
+    "unknown_score",
     "write_annotated_copy",
     "write_h5ad",
 ]

@@ -30,6 +30,12 @@ from lightning_langcell.inference.classes import (
     obs_labels,
     truth_indices,
 )
+from lightning_langcell.inference.hierarchy import (
+    DEFAULT_ANCESTOR_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    check_hierarchy_classes,
+    hierarchy_results,
+)
 from lightning_langcell.inference.metrics import classification_scores
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
@@ -180,6 +186,9 @@ def annotate(
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    hierarchy: bool = False,
+    backoff_threshold: float = DEFAULT_THRESHOLD,
+    ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -198,6 +207,13 @@ def annotate(
         text_tokenizer: path or tokenizer; None: the checkpoint's.
         output: also write the result to this new .h5ad (atomically; never over the input).
         progress: a progress bar over the cells (None: only when stderr is a terminal).
+        hierarchy: also predict a Cell Ontology term per cell, backing off to an ancestor when the
+            best class's probability is below ``backoff_threshold`` and an ancestor's aggregated
+            probability reaches ``ancestor_threshold`` (obs ``langcell_term_id``,
+            ``langcell_term_label``, ``langcell_backoff_level``; settings and ontology-aware
+            scores in ``uns["langcell"]["hierarchy"]``; see
+            :mod:`lightning_langcell.inference.hierarchy`; the default ``backoff_threshold`` 0 never
+            backs off: none helped on the pre-training data, see ``benchmarks/hierarchy_thresholds.py``).
     """
     import anndata
 
@@ -221,6 +237,7 @@ def annotate(
     device = torch.device(device)
     candidates = candidate_classes(classes, adata.obs, label_column, type2text, allow_missing_definitions)
     check_several_classes(candidates)
+    class_hierarchy = check_hierarchy_classes(candidates.term_ids, candidates.names) if hierarchy else None
     model, text_tok, vocabulary = load_zero_shot_model(model_or_path, text_tokenizer)
     max_length = max_length or model.config.cell_max_length()
     cell_tokenizer = _cell_tokenizer(vocabulary, max_length, assume_counts)
@@ -238,10 +255,15 @@ def annotate(
     annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name)
     annotations.info["max_length"] = int(max_length)
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
+    target = truth_indices(obs_labels(adata.obs, label_column), candidates) if has_truth else None
     if has_truth:
-        target = truth_indices(obs_labels(adata.obs, label_column), candidates)
         annotations.info["metrics"] = classification_scores(
             target[annotations.scored], annotations.prediction_codes[annotations.scored], len(candidates))
+    if class_hierarchy is not None:
+        predictions, annotations.info["hierarchy"] = hierarchy_results(
+            class_hierarchy, annotations.probabilities[rows], backoff_threshold, ancestor_threshold,
+            None if target is None else target[rows])
+        annotations.extra_obs = predictions.obs_columns(adata.n_obs, rows)
     result = adata.copy() if source is None else adata
     annotations.add_to(result)
     if output is not None:

@@ -4,6 +4,12 @@ crash-safe .h5ad output.
 - ``obs["langcell_prediction"]``: predicted class (categorical over the candidate classes;
   missing for cells that were not scored, e.g. ``filter_pass == 0``);
 - ``obs["langcell_confidence"]``: final probability of the predicted class;
+- ``obs["langcell_unknown_score"]``: one minus the margin between the two most probable classes
+  (high: the cell fits no candidate well; :mod:`lightning_langcell.inference.open_set`);
+- with the hierarchy option (:mod:`lightning_langcell.inference.hierarchy`):
+  ``obs["langcell_term_id"]`` / ``obs["langcell_term_label"]``, the Cell Ontology term predicted
+  after back-off, and ``obs["langcell_backoff_level"]`` (0: the predicted class itself, 1: its
+  parent, ...; -1: cell not scored);
 - ``obsm["langcell_probabilities"]`` [N, C] float32: final probabilities, columns in the order of
   ``uns["langcell_classes"]``;
 - ``obsm["X_langcell"]`` [N, E] float32: the L2-normalised LangCell cell embeddings;
@@ -27,12 +33,17 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.open_set import unknown_score
 from lightning_langcell.io_utils import atomic_file
 
 PREDICTION_KEY = "langcell_prediction"
 CONFIDENCE_KEY = "langcell_confidence"
 PROBABILITIES_KEY = "langcell_probabilities"
 CLASSES_KEY = "langcell_classes"
+TERM_ID_KEY = "langcell_term_id"
+TERM_LABEL_KEY = "langcell_term_label"
+BACKOFF_LEVEL_KEY = "langcell_backoff_level"
+UNKNOWN_SCORE_KEY = "langcell_unknown_score"
 EMBEDDING_KEY = "X_langcell"
 INFO_KEY = "langcell"
 
@@ -86,13 +97,15 @@ class CellEmbeddings(CellResults):
 class ZeroShotAnnotations(CellResults):
     """Per-cell results for all N rows of an AnnData (NaN rows: cell not scored).
 
-    ``probabilities`` [N, C] and ``embeddings`` [N, E] float32; ``info`` goes to ``uns["langcell"]``.
+    ``probabilities`` [N, C] and ``embeddings`` [N, E] float32; ``info`` goes to ``uns["langcell"]``;
+    ``extra_obs``: further obs columns [N] (e.g. the hierarchy's back-off predictions).
     """
 
     classes: list[str]
     probabilities: np.ndarray
     embeddings: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
+    extra_obs: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n_cells: int, classes: list[str], embed_dim: int) -> "ZeroShotAnnotations":
@@ -121,7 +134,9 @@ class ZeroShotAnnotations(CellResults):
         prediction = pd.Categorical.from_codes(codes, categories=pd.Index(self.classes, dtype=object))
         confidence = np.full(len(codes), np.nan, dtype=np.float32)
         confidence[codes >= 0] = self.probabilities[codes >= 0, codes[codes >= 0]]
-        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence}, index=index)
+        unknown = unknown_score(self.probabilities).astype(np.float32)
+        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence, UNKNOWN_SCORE_KEY: unknown,
+                             **self.extra_obs}, index=index)
 
     def obsm_entries(self) -> dict[str, np.ndarray]:
         return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings}

@@ -27,6 +27,12 @@ from lightning_langcell.inference.annotate import (
     zero_shot_info,
 )
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
+from lightning_langcell.inference.hierarchy import (
+    DEFAULT_ANCESTOR_THRESHOLD,
+    DEFAULT_THRESHOLD,
+    check_hierarchy_classes,
+    hierarchy_results,
+)
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
@@ -49,12 +55,20 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
             info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
             self._log(trainer, info["metrics"], confusion_matrix(rows["target"], predictions, len(candidates)),
                       candidates.names)
+        hierarchy = None
+        if pl_module.class_hierarchy is not None:
+            hp = pl_module.hparams
+            hierarchy, info["hierarchy"] = hierarchy_results(
+                pl_module.class_hierarchy, rows["probabilities"], hp.backoff_threshold, hp.ancestor_threshold,
+                rows["target"])
         pl_module.results = info
 
         def annotations_for(mine: np.ndarray, local_rows: np.ndarray, n_obs: int, source: dict) -> ZeroShotAnnotations:
             annotations = ZeroShotAnnotations.empty(n_obs, list(candidates.names), rows["embedding"].shape[1])
             annotations.set_rows(local_rows, rows["probabilities"][mine], rows["embedding"][mine])
             annotations.info = {**info, "source": str(source.get("path"))}
+            if hierarchy is not None:
+                annotations.extra_obs = hierarchy.take(mine).obs_columns(n_obs, local_rows)
             return annotations
 
         return self.write_sources(trainer, rows, annotations_for)
@@ -86,6 +100,9 @@ class LangCellZeroShot(CheckpointPredictionTask):
         output: annotated .h5ad to write (one input), or a folder (several inputs); None:
             ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
         overwrite: replace existing outputs.
+        hierarchy, backoff_threshold, ancestor_threshold: Cell Ontology term per cell with
+            back-off to a sure ancestor (see ``annotate`` and
+            :mod:`lightning_langcell.inference.hierarchy`).
     """
 
     writer_class = ZeroShotPredictionWriter
@@ -103,11 +120,15 @@ class LangCellZeroShot(CheckpointPredictionTask):
         class_chunk_size: int = 32,
         output: str | None = None,
         overwrite: bool = False,
+        hierarchy: bool = False,
+        backoff_threshold: float = DEFAULT_THRESHOLD,
+        ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
     ):
         super().__init__(init_from, text_tokenizer)
         self.save_hyperparameters()
         self.candidates = None
         self.scorer = None
+        self.class_hierarchy = None
         self.label_map: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
@@ -118,6 +139,8 @@ class LangCellZeroShot(CheckpointPredictionTask):
         self.candidates = candidate_classes(hp.classes, corpus.obs, label_column, hp.type2text,
                                             hp.allow_missing_definitions)
         check_several_classes(self.candidates)
+        if hp.hierarchy:
+            self.class_hierarchy = check_hierarchy_classes(self.candidates.term_ids, self.candidates.names)
         if label_column is not None and datamodule.classes:
             self.label_map = torch.as_tensor(truth_indices(datamodule.classes, self.candidates))
 

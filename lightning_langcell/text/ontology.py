@@ -5,7 +5,7 @@ per ontology written by ``scripts/build_ontology_subset.py``::
 
     {"ontology": "CL", "version": "2026-03-26", "source": "...",
      "id": [...], "label": [...], "definition": [str | null, ...], "synonyms": [[...], ...],
-     "replaced_by": {deprecated_id: current_id}}
+     "parents": [[...], ...] (CL only), "replaced_by": {deprecated_id: current_id}}
 
 Each ontology is read on first use only (CL ~0.2 MB, UBERON ~0.6 MB, MONDO ~1.3 MB gzip).
 """
@@ -31,12 +31,14 @@ _SEPARATORS = re.compile(r"[\s\-_]+")
 
 @dataclass(frozen=True)
 class OntologyTerm:
-    """One ontology class; ``definition`` is None when the ontology gives none."""
+    """One ontology class; ``definition`` is None when the ontology gives none; ``parents``:
+    ids of its direct parents (empty for a root, and for ontologies bundled without hierarchy)."""
 
     id: str
     label: str
     definition: str | None = None
     synonyms: tuple[str, ...] = field(default_factory=tuple)
+    parents: tuple[str, ...] = field(default_factory=tuple)
 
 
 def normalize_term_id(value: object) -> str | None:
@@ -91,6 +93,7 @@ class Ontology:
         self._sources = {prefix.upper(): source for prefix, source in terms.items()}
         self._terms: dict[str, dict[str, OntologyTerm]] = {}
         self._indexes: dict[str, _LabelIndex] = {}
+        self._ancestors: dict[str, dict[str, int]] = {}
         self._replaced_by = dict(replaced_by or {})
         self.versions: dict[str, str] = dict(versions or {})
 
@@ -110,10 +113,11 @@ class Ontology:
 
     def _add_payload(self, payload: dict) -> dict[str, OntologyTerm]:
         prefix = payload["ontology"].upper()
+        parents = payload.get("parents") or [()] * len(payload["id"])
         terms = {
-            term_id: OntologyTerm(term_id, label, definition or None, tuple(synonyms))
-            for term_id, label, definition, synonyms in zip(
-                payload["id"], payload["label"], payload["definition"], payload["synonyms"])
+            term_id: OntologyTerm(term_id, label, definition or None, tuple(synonyms), tuple(term_parents))
+            for term_id, label, definition, synonyms, term_parents in zip(
+                payload["id"], payload["label"], payload["definition"], payload["synonyms"], parents)
         }
         self._terms[prefix] = terms
         self._sources[prefix] = terms.values()
@@ -155,6 +159,24 @@ class Ontology:
             normalized = self._replaced_by[normalized]
             terms = self._terms_of(normalized.split(":", 1)[0])
         return terms.get(normalized)
+
+    def ancestors(self, term_id: str) -> dict[str, int]:
+        """Every ancestor of a term → its distance in edges (1 = parent), nearest first; the term
+        itself excluded. The closure of :attr:`OntologyTerm.parents` (shortest paths); ``{}`` for
+        an unknown id or a root. Cached per term."""
+        term = self.term(term_id)
+        if term is None:
+            return {}
+        if term.id not in self._ancestors:
+            found: dict[str, int] = {}
+            frontier, distance = list(term.parents), 1
+            while frontier:
+                fresh = [parent for parent in dict.fromkeys(frontier) if parent not in found and parent != term.id]
+                found.update((parent, distance) for parent in fresh)
+                frontier = [grand for parent in fresh if (known := self.term(parent)) for grand in known.parents]
+                distance += 1
+            self._ancestors[term.id] = found
+        return dict(self._ancestors[term.id])
 
     def match_label(self, text: str, ontology: str | None = "CL") -> str | None:
         """Id of the one term whose label (else synonym) equals ``text``; None if none or ambiguous.

@@ -17,7 +17,7 @@ def ontology():
 def test_term_lookup_values(ontology):
     term = ontology.term("CL:0000236")
     assert term == OntologyTerm("CL:0000236", "B cell", B_CELL_DEFINITION,
-                                ("B lymphocyte", "B-cell", "B-lymphocyte"))
+                                ("B lymphocyte", "B-cell", "B-lymphocyte"), ("CL:0000945",))
     assert ontology.term("CL_0000236") == term
     assert ontology.term(" CL:0000236 ") == term
     assert ontology.term("UBERON:0000178").definition == (
@@ -86,6 +86,27 @@ def test_match_label_ambiguity_and_label_priority():
     assert Ontology.bundled().match_label("MO.6C+II") is None
 
 
+def test_ancestors_are_the_closure_of_the_bundled_parents(ontology):
+    # CD8-positive, alpha-beta T cell: the export's ancestors with their distances
+    ancestors = ontology.ancestors("CL:0000625")
+    assert ancestors["CL:0000791"] == 1  # alpha-beta T cell
+    assert ancestors["CL:0000084"] == 3  # T cell
+    assert ancestors["CL:0000000"] == 8  # cell (root)
+    assert len(ancestors) == 13
+    assert ontology.ancestors("CL:0000000") == {} and ontology.ancestors("CL:9999999") == {}
+    assert ontology.ancestors("UBERON:0002048") == {}  # bundled without hierarchy
+
+
+def test_ancestors_of_a_hand_made_hierarchy():
+    # root <- a <- c, root <- b <- c (diamond), c <- d
+    terms = [OntologyTerm("CL:0", "root"), OntologyTerm("CL:1", "a", parents=("CL:0",)),
+             OntologyTerm("CL:2", "b", parents=("CL:0",)), OntologyTerm("CL:3", "c", parents=("CL:1", "CL:2")),
+             OntologyTerm("CL:4", "d", parents=("CL:3",))]
+    ontology = Ontology({"CL": terms})
+    assert ontology.ancestors("CL:4") == {"CL:3": 1, "CL:1": 2, "CL:2": 2, "CL:0": 3}
+    assert ontology.ancestors("CL:1") == {"CL:0": 1}
+
+
 def test_normalisers():
     assert normalize_term_id("cl_0000236") == "CL:0000236"
     assert normalize_term_id("unknown") is None
@@ -107,6 +128,8 @@ def test_build_script_subset_policy(repo_root):
     assert script.subset(raw, keep_undefined=True, keep_synonyms=True) == {
         "id": ["CL:1", "CL:2"], "label": ["a", "b"], "definition": [None, "def b"],
         "synonyms": [[], ["y", "z"]], "replaced_by": {"CL:3": "CL:2"}}
+    raw["CL:2"]["ancestors"] = {"CL:1": 1, "CL:0": 2, "CL:9": 1}  # CL:9 not kept
+    assert script.subset(raw, keep_undefined=True, keep_synonyms=True, keep_parents=True)["parents"] == [[], ["CL:1"]]
     assert script.subset(raw, keep_undefined=False, keep_synonyms=False) == {
         "id": ["CL:2"], "label": ["b"], "definition": ["def b"], "synonyms": [[]],
         "replaced_by": {"CL:3": "CL:2"}}
