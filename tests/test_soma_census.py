@@ -76,10 +76,18 @@ def _assert_same_cells(soma: CellCorpus, h5ad: CellCorpus) -> None:
     assert _texts(soma) == _texts(h5ad)
 
 
-@pytest.mark.parametrize("chunk_size", [None, 97])
-def test_soma_experiment_gives_the_h5ad_corpus(census_like, from_h5ad, tmp_path, chunk_size):
+@pytest.mark.parametrize("chunk_size, blocks", [(None, [700]), (97, [97] * 7 + [21])])
+def test_soma_experiment_gives_the_h5ad_corpus(census_like, from_h5ad, tmp_path, monkeypatch, chunk_size, blocks):
+    original, seen = SomaQuery.blocks, []
+
+    def recorded(self, size, columns):
+        for joinids, cells in original(self, size, columns):
+            seen.append(cells.n_obs)
+            yield joinids, cells
+
+    monkeypatch.setattr(SomaQuery, "blocks", recorded)
     soma = tokenize_soma(census_like[1], tmp_path / "corpus", chunk_size=chunk_size)
-    assert len(soma) == 700
+    assert len(soma) == 700 and seen == blocks  # X is read one block of cells at a time
     _assert_same_cells(soma, from_h5ad)
     texts = _texts(soma)
     assert texts[0].startswith("cell type: ") and "tissue: blood" in texts[0] and "tissue: lung" in texts[1]
@@ -125,6 +133,47 @@ def test_interrupted_run_leaves_no_corpus_and_rerun_matches(census_like, tmp_pat
     files = {name: info["blake3"] for name, info in rerun.manifest["files"].items()}
     assert files == {name: info["blake3"] for name, info in clean.manifest["files"].items()} and files
     CellCorpus(tmp_path / "corpus", verify_digests=True)
+
+
+# Tokenizes argv[1] into argv[2] by blocks of 16 cells, printing "block" as each block is read.
+CHILD = """
+import sys, time
+from lightning_langcell.data.soma import SomaQuery, tokenize_soma
+
+original = SomaQuery.blocks
+def chatty(self, size, columns):
+    for block in original(self, size, columns):
+        print("block", flush=True)
+        time.sleep(0.05)
+        yield block
+SomaQuery.blocks = chatty
+tokenize_soma(sys.argv[1], sys.argv[2], chunk_size=16)
+print("done", flush=True)
+"""
+
+
+def test_sigkilled_run_leaves_no_corpus_and_rerun_matches(census_like, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    clean = tokenize_soma(census_like[1], tmp_path / "clean", chunk_size=16)
+    target = tmp_path / "corpus"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(census_like[1]), str(target)],
+                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    blocks = 0
+    while blocks < 5:
+        line = child.stdout.readline()
+        assert line, "the child ended before being killed"
+        blocks += line.strip() == "block"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert not is_corpus(target)
+    rerun = tokenize_soma(census_like[1], target, chunk_size=16)
+    assert {n: i["blake3"] for n, i in rerun.manifest["files"].items()} == {
+        n: i["blake3"] for n, i in clean.manifest["files"].items()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clean", "corpus"]  # the killed run's temporary is gone
 
 
 def test_cli_detects_a_local_experiment_and_records_the_query(census_like, tmp_path, capsys):
@@ -200,3 +249,12 @@ def test_census_recipe_pretrains_on_the_soma_corpus(census_like, tmp_path, monke
     for name in ("train/loss", "val/loss"):
         assert name in metrics and torch.isfinite(metrics[name]), (name, sorted(metrics))
     shutil.rmtree("runs", ignore_errors=True)
+
+
+def test_unknown_source_is_refused(census_like, tmp_path):
+    from lightning_langcell.data.corpus_writer import tokenize_command
+
+    with pytest.raises(LangCellInputError, match="--source must be auto or soma"):
+        tokenize_command([str(census_like[1])], str(tmp_path / "corpus"), source="zarr")
+    with pytest.raises(LangCellInputError, match="tokenized alone"):
+        tokenize_command([str(census_like[1]), str(census_like[0])], str(tmp_path / "corpus"))

@@ -406,14 +406,16 @@ def tokenize_command(
     (``split``, ``token_column``, ``cell_type_column``; see :mod:`lightning_langcell.data.hf_datasets`).
     One TileDB-SOMA experiment (a local folder, a URI, or ``census`` with ``census_version``; or
     any input with ``source="soma"``) is queried with ``value_filter`` over obs and tokenized from
-    ``measurement``/``layer`` with genes from var ``var_column`` (see :mod:`lightning_langcell.data.soma`).
+    ``measurement``/``layer`` with genes from var ``var_column`` (see :mod:`lightning_langcell.data.soma`);
+    ``organism`` picks the Census experiment.
     """
     from lightning_langcell.data.hf_datasets import import_hf_dataset, is_hf_dataset_dir
     from lightning_langcell.tokenization import CellTokenizer
 
     started = time.perf_counter()
-    if source not in ("auto", "h5ad", "hf", "soma"):
-        raise LangCellInputError(f"--source must be auto, h5ad, hf or soma, not {source!r}.", "Use --source auto.")
+    if source not in ("auto", "soma"):
+        raise LangCellInputError(f"--source must be auto or soma, not {source!r}.",
+                                 "Use --source auto (detect the input's kind) or --source soma.")
     if source == "soma" or (source == "auto" and (census_version is not None or _is_soma(inputs))):
         return _tokenize_soma_command(inputs, output, started, append, value_filter=value_filter,
                                       measurement=measurement, layer=layer, var_column=var_column,
