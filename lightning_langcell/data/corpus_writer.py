@@ -408,6 +408,16 @@ def tokenize_command(
     any input with ``source="soma"``) is queried with ``value_filter`` over obs and tokenized from
     ``measurement``/``layer`` with genes from var ``var_column`` (see :mod:`lightning_langcell.data.soma`);
     ``organism`` picks the Census experiment.
+
+    Args:
+        source: ``auto`` (detect .h5ad files, a dataset folder or a SOMA experiment) or ``soma``.
+        value_filter: SOMA obs filter, e.g. "is_primary_data == True and tissue_general == 'blood'".
+        measurement: SOMA measurement to read (Census: RNA).
+        layer: SOMA X layer of raw counts (Census: raw).
+        var_column: SOMA var column of Ensembl gene ids (Census: feature_id).
+        census_version: open the hosted CELLxGENE Census of this version (input ``census``; needs
+            the [census] extra and internet).
+        organism: Census experiment (homo_sapiens or mus_musculus).
     """
     from lightning_langcell.data.hf_datasets import import_hf_dataset, is_hf_dataset_dir
     from lightning_langcell.tokenization import CellTokenizer
