@@ -66,7 +66,7 @@ def _pretrained_table(rows: list, arguments: dict) -> list:
 
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {
     "tokenize": ExtraCommand(
-        "tokenize .h5ad files (or import a Hugging Face dataset folder) into a memory-mapped cell corpus",
+        "tokenize .h5ad files or a TileDB-SOMA experiment (or import a Hugging Face dataset folder) into a memory-mapped cell corpus",
         "lightning_langcell.data.corpus_writer:tokenize_command",
         positionals=("inputs",), aliases={"drop_empty": ("keep_empty", False)},
     ),

@@ -51,6 +51,7 @@ DEFAULT_OBS_COLUMNS = (
 COPY_CHUNK_CELLS = 8192
 # Tokenizer settings that do not change the tokens (excluded from comparisons and cache keys).
 NON_SEMANTIC_SETTINGS = ("chunk_size",)
+SOMA_QUERY_KEYS = ("census_version", "organism", "value_filter", "measurement", "layer", "var_column")
 
 
 def _now() -> str:
@@ -389,6 +390,13 @@ def tokenize_command(
     split: str | None = None,
     token_column: str | None = None,
     cell_type_column: str | None = None,
+    source: str = "auto",
+    value_filter: str | None = None,
+    measurement: str = "RNA",
+    layer: str = "raw",
+    var_column: str = "feature_id",
+    census_version: str | None = None,
+    organism: str = "homo_sapiens",
 ) -> dict:
     """``python -m lightning_langcell tokenize FILES --output DIR``: tokenize, print and return a summary.
 
@@ -396,11 +404,36 @@ def tokenize_command(
     inputs with fewer than ``min_gene_coverage`` of their genes in the vocabulary are refused.
     One Hugging Face dataset folder (``save_to_disk``) of Geneformer token ids is imported as is
     (``split``, ``token_column``, ``cell_type_column``; see :mod:`lightning_langcell.data.hf_datasets`).
+    One TileDB-SOMA experiment (a local folder, a URI, or ``census`` with ``census_version``; or
+    any input with ``source="soma"``) is queried with ``value_filter`` over obs and tokenized from
+    ``measurement``/``layer`` with genes from var ``var_column`` (see :mod:`lightning_langcell.data.soma`);
+    ``organism`` picks the Census experiment.
+
+    Args:
+        source: ``auto`` (detect .h5ad files, a dataset folder or a SOMA experiment) or ``soma``.
+        value_filter: SOMA obs filter, e.g. "is_primary_data == True and tissue_general == 'blood'".
+        measurement: SOMA measurement to read (Census: RNA).
+        layer: SOMA X layer of raw counts (Census: raw).
+        var_column: SOMA var column of Ensembl gene ids (Census: feature_id).
+        census_version: open the hosted CELLxGENE Census of this version (input ``census``; needs
+            the [census] extra and internet).
+        organism: Census experiment (homo_sapiens or mus_musculus).
     """
     from lightning_langcell.data.hf_datasets import import_hf_dataset, is_hf_dataset_dir
     from lightning_langcell.tokenization import CellTokenizer
 
     started = time.perf_counter()
+    if source not in ("auto", "soma"):
+        raise LangCellInputError(f"--source must be auto or soma, not {source!r}.",
+                                 "Use --source auto (detect the input's kind) or --source soma.")
+    if source == "soma" or (source == "auto" and (census_version is not None or _is_soma(inputs))):
+        return _tokenize_soma_command(inputs, output, started, append, value_filter=value_filter,
+                                      measurement=measurement, layer=layer, var_column=var_column,
+                                      census_version=census_version, organism=organism, obs_columns=obs_columns,
+                                      overwrite=overwrite, chunk_size=chunk_size,
+                                      tokenizer=CellTokenizer(max_genes=max_genes, assume_counts=assume_counts,
+                                                              keep_empty=keep_empty,
+                                                              min_gene_coverage=min_gene_coverage))
     hf_inputs = [path for path in inputs if is_hf_dataset_dir(path)]
     if hf_inputs and (len(inputs) > 1 or append):
         raise LangCellInputError(
@@ -440,6 +473,35 @@ def tokenize_command(
             f"({source['n_empty_dropped']:,} without any vocabulary gene); "
             f"{source['gene_coverage']:.1%} of its genes in the vocabulary"
         )
+    print(f"  metadata columns: {', '.join(summary['columns'])}")
+    return summary
+
+
+def _is_soma(inputs: Sequence[str]) -> bool:
+    from lightning_langcell.data.soma import is_soma_input
+
+    return any(is_soma_input(path) for path in inputs)
+
+
+def _tokenize_soma_command(inputs: Sequence[str], output: str, started: float, append: bool, **options: Any) -> dict:
+    """The tokenize command for one SOMA experiment: tokenize, print and return the summary."""
+    from lightning_langcell.data.soma import tokenize_soma
+
+    if len(inputs) != 1 or append:
+        raise LangCellInputError(
+            f"A TileDB-SOMA experiment is tokenized alone, not with other inputs or --append (got {list(inputs)}).",
+            "Tokenize it into its own corpus, then combine corpora with `merge_corpora`.",
+        )
+    corpus = tokenize_soma(inputs[0], output, **options)
+    source = corpus.sources[0]
+    summary = {"output": str(corpus.path), "n_cells": len(corpus), "n_tokens": int(corpus.manifest["n_tokens"]),
+               "columns": corpus.columns, "vocabulary_checksum": corpus.vocabulary_checksum,
+               "sources": [_source_summary(source)], "query": {key: source[key] for key in SOMA_QUERY_KEYS},
+               "seconds": round(time.perf_counter() - started, 3)}
+    print(f"Corpus {summary['output']}: {summary['n_cells']:,} cells, {summary['n_tokens']:,} gene tokens from "
+          f"SOMA experiment {source['path']} in {summary['seconds']:.1f} s")
+    print(f"  query: {summary['query']}; {source['n_obs_matched']:,} cells matched, {source['n_skipped']:,} "
+          "skipped (no vocabulary gene, or filter_pass)")
     print(f"  metadata columns: {', '.join(summary['columns'])}")
     return summary
 
