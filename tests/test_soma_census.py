@@ -258,3 +258,33 @@ def test_unknown_source_is_refused(census_like, tmp_path):
         tokenize_command([str(census_like[1])], str(tmp_path / "corpus"), source="zarr")
     with pytest.raises(LangCellInputError, match="tokenized alone"):
         tokenize_command([str(census_like[1]), str(census_like[0])], str(tmp_path / "corpus"))
+
+
+def test_hosted_census_is_opened_by_version_through_cellxgene_census(census_like, from_h5ad, tmp_path, monkeypatch):
+    """``census --census-version V`` goes through ``cellxgene_census.open_soma(census_version=V)``: here it
+    is patched to hand back the local experiment as ``census_data["homo_sapiens"]`` (no network)."""
+    cellxgene_census = pytest.importorskip("cellxgene_census")
+    opened, closed = [], []
+
+    class FakeCensus(dict):  # the hosted Census is a SOMA collection: a context manager with close()
+        def close(self):
+            closed.append(True)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+    def open_soma(census_version=None, **kwargs):
+        opened.append(census_version)
+        return FakeCensus(census_data={"homo_sapiens": tiledbsoma.Experiment.open(str(census_like[1]))})
+
+    monkeypatch.setattr(cellxgene_census, "open_soma", open_soma)
+    corpus = tokenize_soma("census", tmp_path / "corpus", census_version="2025-01-30")
+    assert opened == ["2025-01-30"] and closed == [True]
+    _assert_same_cells(corpus, from_h5ad)
+    assert (corpus.sources[0]["census_version"], corpus.sources[0]["organism"]) == ("2025-01-30", "homo_sapiens")
+    with pytest.raises(LangCellInputError, match="no experiment 'mus_musculus'"):
+        tokenize_soma("census", tmp_path / "mouse", census_version="2025-01-30", organism="mus_musculus")
+    assert not (tmp_path / "mouse").exists()
