@@ -57,11 +57,12 @@ def _converted(written, arguments: dict) -> dict:
     return {"written": str(written), "format": arguments["to"]}
 
 
-def _pretrained_table(rows: list, arguments: dict) -> list:
+def _pretrained_table(result, arguments: dict):
+    """The table of every checkpoint, or one checkpoint's report (where it is, verification, steps)."""
     from lightning_langcell.hub.registry import format_pretrained
 
-    print(format_pretrained(rows))
-    return rows
+    print(format_pretrained(result) if isinstance(result, list) else result["report"])
+    return result if isinstance(result, list) else result["report"]
 
 
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {
@@ -76,9 +77,14 @@ EXTRA_COMMANDS: dict[str, ExtraCommand] = {
         positionals=("src", "dst"), present=_converted,
     ),
     "pretrained": ExtraCommand(
-        "list the registered checkpoints and where they are found here",
-        "lightning_langcell.hub.registry:list_pretrained",
-        hidden=frozenset({"verbose"}), present=_pretrained_table,
+        "list the registered checkpoints, or check / download one (NAME [--download])",
+        "lightning_langcell.hub.registry:pretrained_command",
+        positionals=("name",), present=_pretrained_table,
+    ),
+    "push": ExtraCommand(
+        "upload a checkpoint folder in our format to the Hugging Face Hub",
+        "lightning_langcell.hub.push:push_to_hub",
+        positionals=("folder", "repo_id"),
     ),
     "export": ExtraCommand(
         "write a corpus as a Hugging Face dataset folder (datasets.load_from_disk)",
