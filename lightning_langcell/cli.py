@@ -143,6 +143,8 @@ def build_parser(name: str, command: ExtraCommand, function: Callable):
         else:
             settings.update(type=hint)
         if parameter.name in command.positionals:
+            if not required and element is None:  # an optional positional (``pretrained [NAME]``)
+                settings.update(nargs="?", default=parameter.default)
             parser.add_argument(parameter.name, metavar=parameter.name.upper(), **settings)
         else:
             default = {"required": True} if required else {"default": parameter.default}

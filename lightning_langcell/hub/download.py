@@ -46,8 +46,8 @@ class HubRef:
         return f"{HUB_PREFIX}{self.repo_id}{folder}" + (f"@{self.revision}" if self.revision else "")
 
     def in_repo(self, relative: str) -> str:
-        """``relative`` as a path inside the repository."""
-        return f"{self.subfolder}/{relative}" if self.subfolder else relative
+        """``relative`` (or a group ``a|b``) as paths inside the repository."""
+        return "|".join(f"{self.subfolder}/{name}" if self.subfolder else name for name in relative.split("|"))
 
 
 def is_hub_id(value) -> bool:

@@ -239,7 +239,7 @@ def resolve_pretrained(name: str, verify: bool = True, download: bool = False, r
     when it is nowhere: the message says where to get it and the exact folder to put the files in.
     """
     entry = get_entry(name)
-    if download and entry.hf_repo and not any(d.is_dir() and not entry.missing_files(d) for d in candidate_dirs(entry)):
+    if download and not any(d.is_dir() and not entry.missing_files(d) for d in candidate_dirs(entry)):
         directory = download_entry(entry, revision)
         if verify:
             entry.verify(directory)

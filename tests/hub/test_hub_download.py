@@ -43,11 +43,13 @@ class FakeHub:
 
     def snapshot_download(self, repo_id, *, revision=None, cache_dir=None, allow_patterns=None,
                           local_files_only=False, **_):
-        self.calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": list(allow_patterns),
+        self.calls.append({"repo_id": repo_id, "revision": revision, "allow_patterns": list(allow_patterns or []),
                            "local_files_only": local_files_only})
+        root = self.cache / repo_id.replace("/", "--") / (revision or "main")
+        if local_files_only and root.is_dir():
+            return str(root)
         if local_files_only or repo_id not in self.repos:
             raise LocalEntryNotFoundError("not in the fake cache")
-        root = self.cache / repo_id.replace("/", "--") / (revision or "main")
         for name, source in self.repos[repo_id].items():
             if any(fnmatch.fnmatch(name, pattern) for pattern in allow_patterns):
                 (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -108,14 +110,15 @@ def test_geneformer_hub_id_downloads_only_the_subfolders_needed_files(fake_hub, 
 
 def test_registered_name_downloads_with_download_true(fake_hub, geneformer_dir, outputs_of):
     fake_hub.add(GENEFORMER, geneformer_dir, SUBFOLDER)
-    model = load_model("geneformer-12l-30m", download=True, revision="main")
-    assert {(c["repo_id"], c["revision"]) for c in fake_hub.calls} == {(GENEFORMER, "main")}
-    assert fake_hub.calls[0]["allow_patterns"] == [f"{SUBFOLDER}/config.json", f"{SUBFOLDER}/pytorch_model.bin"]
+    model = load_model("geneformer-12l-30m", download=True)
+    downloads = [call for call in fake_hub.calls if not call["local_files_only"]]
+    assert {(c["repo_id"], c["revision"]) for c in downloads} == {(GENEFORMER, None)}
+    assert downloads[0]["allow_patterns"] == [f"{SUBFOLDER}/config.json", f"{SUBFOLDER}/pytorch_model.bin"]
     assert_same_cell_encoder(model, load_model(geneformer_dir), outputs_of)
     # now it is in the cache: resolving it again downloads nothing
     calls = len(fake_hub.calls)
-    assert resolve_pretrained("geneformer-12l-30m", download=True).is_dir() and len(fake_hub.calls) == calls + 1
-    assert fake_hub.calls[-1]["local_files_only"]
+    assert resolve_pretrained("geneformer-12l-30m", download=True).is_dir()
+    assert all(call["local_files_only"] for call in fake_hub.calls[calls:])
 
 
 def test_nothing_is_downloaded_unless_asked(fake_hub, geneformer_dir, capsys):
@@ -140,7 +143,8 @@ def test_biomedbert_hub_id_as_text_source_and_tokenizer(fake_hub, geneformer_dir
     assert {"config.json", "model.safetensors", "vocab.txt"} <= fake_hub.downloaded()
     assert "training_args.bin" not in fake_hub.downloaded()
     for key, value in direct.text_bert.state_dict().items():
-        assert torch.equal(model.text_bert.state_dict()[key], value), key
+        if "crossattention" not in key:  # fresh in both
+            assert torch.equal(model.text_bert.state_dict()[key], value), key
     assert model.config.text.vocab_size == direct.config.text.vocab_size
 
 
@@ -158,8 +162,8 @@ def test_offline_error_names_the_files_and_where_to_put_them(monkeypatch, isolat
         load_model("geneformer-12l-30m", download=True)
     message = str(error.value)
     assert "HF_HUB_OFFLINE is set" in message
-    assert f"{SUBFOLDER}/config.json" in message and f"{SUBFOLDER}/model.safetensors|pytorch_model.bin" in message
-    assert f"hf download {GENEFORMER} {SUBFOLDER}/config.json {SUBFOLDER}/model.safetensors" in message
+    assert f"'{SUBFOLDER}/config.json', '{SUBFOLDER}/pytorch_model.bin|{SUBFOLDER}/model.safetensors'" in message
+    assert f"hf download {GENEFORMER} {SUBFOLDER}/config.json {SUBFOLDER}/pytorch_model.bin " in message
     assert str(isolated_home / "geneformer-12l-30m") in message
     with pytest.raises(CheckpointError, match="pass the folder <folder>/sub instead of the hub id"):
         download_checkpoint("hf://me/model/sub")
