@@ -44,7 +44,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, download: bool = False, 
     text = str(name_or_path)
     if text not in load_registry() and (os.sep in text or "/" in text or path.suffix or text.startswith(("~", "."))):
         raise CheckpointError(f"No checkpoint at {path} (absolute: {path.resolve()}).",
-                              "Check the path, pass a registered name (list_pretrained()), or a hub id "
+                              "Check the path, or pass a registered name (list_pretrained()) or a hub id "
                               f"hf://{text.strip('/')} to download it from the Hugging Face Hub.")
     return resolve_pretrained(text, download=download, revision=revision)
 
