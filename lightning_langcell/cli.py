@@ -2,7 +2,7 @@
 
 Lightning's subcommands go through a :class:`LightningCLI` (omegaconf parser mode, so recipes
 may interpolate ``${...}``). The library's own subcommands (``tokenize``, ``convert``,
-``pretrained``, ``verify``, ``export``) are jsonargparse parsers built from the typed signature and docstring
+``pretrained``, ``push``, ``verify``, ``export``) are jsonargparse parsers built from the typed signature and docstring
 of the one library function each calls, so their defaults are written once and ``--config
 file.yaml`` works as for the Lightning subcommands. Everything is built inside :func:`main` so
 tests can call it in-process.

@@ -6,6 +6,7 @@ call; ``HF_HUB_OFFLINE`` is unset inside those tests so that a real download wou
 """
 
 import fnmatch
+import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from lightning_langcell.errors import CheckpointError
 from lightning_langcell.hub import load_model, save_pretrained
 from lightning_langcell.hub.download import download_checkpoint, parse_hub_id
 from lightning_langcell.hub.push import UPLOAD_PATTERNS, push_to_hub
-from lightning_langcell.hub.registry import pretrained_command, resolve_pretrained
+from lightning_langcell.hub.registry import pretrained_command, resolve_pretrained, sha256_file
 
 GENEFORMER = "ctheodoris/Geneformer"
 SUBFOLDER = "gf-12L-30M-i2048"
@@ -169,6 +170,30 @@ def test_offline_error_names_the_files_and_where_to_put_them(monkeypatch, isolat
         download_checkpoint("hf://me/model/sub")
 
 
+def test_failed_download_names_the_files(fake_hub):
+    with pytest.raises(CheckpointError, match="the download failed") as error:
+        download_checkpoint("hf://me/absent@v2")
+    assert "['config.json', 'model.safetensors|pytorch_model.bin']" in error.value.problem
+    assert "hf download me/absent config.json model.safetensors --revision v2" in error.value.fix
+
+
+def test_recorded_sizes_and_checksums_are_checked_and_reported(tmp_path, monkeypatch, isolated_home):
+    folder = isolated_home / "mine"
+    folder.mkdir(parents=True)
+    (folder / "a.bin").write_bytes(b"12345")
+    (folder / "b.bin").write_bytes(b"xyz")
+    entry = {"kind": "langcell", "layout": "ours", "purpose": "test", "source": "a drive folder", "licence": "MIT",
+             "files": {"a.bin": sha256_file(folder / "a.bin"), "b.bin": None}, "sizes": {"a.bin": 5}}
+    (tmp_path / "extra.json").write_text(json.dumps({"models": {"mine": entry}}))
+    monkeypatch.setenv("LANGCELL_REGISTRY", str(tmp_path / "extra.json"))
+    result = pretrained_command("mine")
+    assert result["verification"] == ("verified: 1 files match the sha256 recorded in the registry; "
+                                      "not verified: ['b.bin'] (no recorded checksums)")
+    (folder / "a.bin").write_bytes(b"1234")
+    with pytest.raises(CheckpointError, match="has 4 bytes, but the registry entry 'mine' expects 5"):
+        pretrained_command("mine")
+
+
 def test_prefilled_cache_loads_a_hub_id_offline(monkeypatch, ours_dir, tmp_path, outputs_of, same_outputs):
     commit = "0123456789abcdef0123456789abcdef01234567"
     root = tmp_path / "hf_cache" / "models--me--tiny"
@@ -215,9 +240,9 @@ def test_push_uploads_our_folders_files(fake_api, ours_dir):
     assert (upload["repo_id"], upload["revision"], upload["commit_message"]) == ("me/x", "v1", "first")
     folder = Path(upload["folder_path"])
     assert folder == ours_dir
-    sent = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
-            if p.is_file() and any(fnmatch.fnmatch(p.relative_to(folder).as_posix(), pat) for pat in upload["allow_patterns"])}
-    assert sent == {p.relative_to(ours_dir).as_posix() for p in ours_dir.rglob("*") if p.is_file()} - {"notes.tmp"}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    sent = {name for name in present if any(fnmatch.fnmatch(name, pattern) for pattern in upload["allow_patterns"])}
+    assert sent == present - {"notes.tmp"} and "model.safetensors" in sent and "text_tokenizer/tokenizer.json" in sent
     assert upload["allow_patterns"] == UPLOAD_PATTERNS
 
 
