@@ -2,7 +2,7 @@
 
 Lightning's subcommands go through a :class:`LightningCLI` (omegaconf parser mode, so recipes
 may interpolate ``${...}``). The library's own subcommands (``tokenize``, ``convert``,
-``pretrained``, ``verify``, ``export``) are jsonargparse parsers built from the typed signature and docstring
+``pretrained``, ``push``, ``verify``, ``export``) are jsonargparse parsers built from the typed signature and docstring
 of the one library function each calls, so their defaults are written once and ``--config
 file.yaml`` works as for the Lightning subcommands. Everything is built inside :func:`main` so
 tests can call it in-process.
@@ -57,11 +57,12 @@ def _converted(written, arguments: dict) -> dict:
     return {"written": str(written), "format": arguments["to"]}
 
 
-def _pretrained_table(rows: list, arguments: dict) -> list:
+def _pretrained_table(result, arguments: dict):
+    """The table of every checkpoint, or one checkpoint's report (where it is, verification, steps)."""
     from lightning_langcell.hub.registry import format_pretrained
 
-    print(format_pretrained(rows))
-    return rows
+    print(format_pretrained(result) if isinstance(result, list) else result["report"])
+    return result if isinstance(result, list) else result["report"]
 
 
 EXTRA_COMMANDS: dict[str, ExtraCommand] = {
@@ -76,9 +77,14 @@ EXTRA_COMMANDS: dict[str, ExtraCommand] = {
         positionals=("src", "dst"), present=_converted,
     ),
     "pretrained": ExtraCommand(
-        "list the registered checkpoints and where they are found here",
-        "lightning_langcell.hub.registry:list_pretrained",
-        hidden=frozenset({"verbose"}), present=_pretrained_table,
+        "list the registered checkpoints, or check / download one (NAME [--download])",
+        "lightning_langcell.hub.registry:pretrained_command",
+        positionals=("name",), present=_pretrained_table,
+    ),
+    "push": ExtraCommand(
+        "upload a checkpoint folder in our format to the Hugging Face Hub",
+        "lightning_langcell.hub.push:push_to_hub",
+        positionals=("folder", "repo_id"),
     ),
     "export": ExtraCommand(
         "write a corpus as a Hugging Face dataset folder (datasets.load_from_disk)",
@@ -137,6 +143,8 @@ def build_parser(name: str, command: ExtraCommand, function: Callable):
         else:
             settings.update(type=hint)
         if parameter.name in command.positionals:
+            if not required and element is None:  # an optional positional (``pretrained [NAME]``)
+                settings.update(nargs="?", default=parameter.default)
             parser.add_argument(parameter.name, metavar=parameter.name.upper(), **settings)
         else:
             default = {"required": True} if required else {"default": parameter.default}

@@ -10,6 +10,7 @@ from lightning_langcell.hub.bert_init import (
     text_config_from_bert,
     text_encoder_from_bert,
 )
+from lightning_langcell.hub.download import download_checkpoint
 from lightning_langcell.hub.formats import (
     CheckpointFormat,
     detect_format,
@@ -28,6 +29,7 @@ from lightning_langcell.hub.loading import (
 )
 from lightning_langcell.hub.official import OFFICIAL_FORMAT, export_official, load_official, load_official_with_report
 from lightning_langcell.hub.pretrained import OURS_FORMAT, save_pretrained
+from lightning_langcell.hub.push import push_to_hub
 from lightning_langcell.hub.state_dicts import LoadReport
 from lightning_langcell.models.checkpoint_io import register_checkpoint_hooks
 from lightning_langcell.models.langcell import LangCellModel
@@ -43,6 +45,7 @@ __all__ = [
     "LangCellModel",
     "LoadReport",
     "detect_format",
+    "download_checkpoint",
     "export_official",
     "load_bert_into_text_encoder",
     "load_gene_vocabulary_for",
@@ -51,6 +54,7 @@ __all__ = [
     "load_official",
     "load_official_with_report",
     "load_text_tokenizer_for",
+    "push_to_hub",
     "register_format",
     "registered_formats",
     "save_pretrained",

@@ -19,6 +19,7 @@ import torch
 
 from lightning_langcell.errors import CheckpointError, LangCellInputError
 from lightning_langcell.hub.bert_init import hf_bert_config, load_bert_into_text_encoder, text_config_from_bert
+from lightning_langcell.hub.download import download_checkpoint, is_hub_id
 from lightning_langcell.hub.formats import CheckpointFormat, refusal
 from lightning_langcell.hub.official import GENEFORMER_GENES, _bert_config, _cell_vocab, _read_bert
 from lightning_langcell.hub.state_dicts import LoadReport, StateDict, load_matching
@@ -127,6 +128,8 @@ def _text_side(
     from lightning_langcell.hub.loading import detect_layout, load_model, resolve_checkpoint
     from lightning_langcell.text import load_text_tokenizer
 
+    if is_hub_id(text_tokenizer):  # e.g. hf://microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext
+        text_tokenizer = download_checkpoint(text_tokenizer)
     if text_source is None:
         overrides = dict(text_config or {})
         if "vocab_size" not in overrides:

@@ -1,7 +1,8 @@
 """One entry point for every checkpoint: ``load_model(name_or_path)``.
 
-``name_or_path`` is an existing path (it always wins) or a registered name (see
-``hub.registry``). Its layout is found by the registered format handlers (``hub.formats``):
+``name_or_path`` is an existing path (it always wins), a registered name (see
+``hub.registry``; ``download=True`` fetches it from its Hugging Face repository when it is not
+here) or a hub id ``hf://owner/name[/subfolder][@revision]`` (downloaded, see ``hub.download``). Its layout is found by the registered format handlers (``hub.formats``):
 
 | layout | what is there | handler |
 |---|---|---|
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_langcell.errors import CheckpointError
+from lightning_langcell.hub.download import download_checkpoint, is_hub_id
 from lightning_langcell.hub.formats import detect_format, registered_formats
 from lightning_langcell.hub.registry import load_registry, resolve_pretrained
 from lightning_langcell.hub.state_dicts import LoadReport, trusted_pickles
@@ -31,16 +33,20 @@ from lightning_langcell.models.langcell import LangCellModel
 logger = logging.getLogger(__name__)
 
 
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """An existing path as given, else the local folder of a registered name."""
+def resolve_checkpoint(name_or_path: str | os.PathLike, download: bool = False, revision: str | None = None) -> Path:
+    """An existing path as given, the downloaded folder of a hub id (``hf://...``), else the local
+    folder of a registered name (downloaded from its HF repository only with ``download=True``)."""
+    if is_hub_id(name_or_path):
+        return download_checkpoint(name_or_path, revision)
     path = Path(name_or_path).expanduser()
     if path.exists():
         return path
     text = str(name_or_path)
     if text not in load_registry() and (os.sep in text or "/" in text or path.suffix or text.startswith(("~", "."))):
         raise CheckpointError(f"No checkpoint at {path} (absolute: {path.resolve()}).",
-                              "Check the path, or pass a registered name (list_pretrained()).")
-    return resolve_pretrained(text)
+                              "Check the path, or pass a registered name (list_pretrained()) or a hub id "
+                              f"hf://{text.strip('/')} to download it from the Hugging Face Hub.")
+    return resolve_pretrained(text, download=download, revision=revision)
 
 
 def detect_layout(path: str | os.PathLike) -> str:
@@ -54,10 +60,12 @@ def load_model_with_report(
     trust_pickle: bool = False,
     *,
     attn_implementation: str | None = None,
+    download: bool = False,
+    revision: str | None = None,
     **options: Any,
 ) -> tuple[LangCellModel, LoadReport]:
     """Like :func:`load_model`, also returning the ``LoadReport`` (loaded / initialised / unused / notes)."""
-    path = resolve_checkpoint(name_or_path)
+    path = resolve_checkpoint(name_or_path, download, revision)
     handler = detect_format(path)
     options = {key: value for key, value in options.items() if value is not None}
     if set(options) - set(handler.load_options):
@@ -81,19 +89,25 @@ def load_model(
     trust_pickle: bool = False,
     *,
     attn_implementation: str | None = None,
+    download: bool = False,
+    revision: str | None = None,
     **options: Any,
 ) -> LangCellModel:
     """A ``LangCellModel`` (eval mode) from any supported checkpoint path or registered name.
 
     Args:
-        name_or_path: folder or ``.ckpt`` file (see the layouts above), or a registered name.
+        name_or_path: folder or ``.ckpt`` file (see the layouts above), a registered name, or a
+            hub id ``hf://owner/name[/subfolder][@revision]`` (downloaded into the HF cache).
         trust_pickle: unpickle files that ``weights_only=True`` refuses (runs their code; warns).
         attn_implementation: cell-encoder attention, ``sdpa`` or ``eager`` (default: the stored one / sdpa).
+        download: fetch a registered name missing here from its Hugging Face repository.
+        revision: branch, tag or commit of a download (a hub id's ``@revision`` is overridden).
         options: keyword arguments of the checkpoint's format (its handler's ``load_options``; None
             values are dropped): for a Geneformer folder ``text_source`` and ``text_tokenizer``, see
             ``hub.geneformer.load_geneformer``. Others are refused with the formats that take them.
     """
-    return load_model_with_report(name_or_path, trust_pickle, attn_implementation=attn_implementation, **options)[0]
+    return load_model_with_report(name_or_path, trust_pickle, attn_implementation=attn_implementation,
+                                  download=download, revision=revision, **options)[0]
 
 
 def load_text_tokenizer_for(name_or_path: str | os.PathLike):
