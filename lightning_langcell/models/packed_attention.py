@@ -64,7 +64,11 @@ AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
 
 @contextlib.contextmanager
 def packed_attention(bert) -> Iterator[None]:
-    """Run ``bert`` (an HF model) with the packed attention inside the block, its own outside."""
+    """Run ``bert`` (an HF model) with the packed attention inside the block, its own outside.
+
+    The switch is on ``bert.config`` (shared by its layers), so one model should not run packed
+    and padded forwards from several threads at once.
+    """
     config = bert.config
     previous = config._attn_implementation
     config._attn_implementation = PACKED_ATTENTION
