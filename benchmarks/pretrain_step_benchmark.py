@@ -11,6 +11,9 @@ genes), the same cells per step, the same weights at the start and the same Adam
 - ``ours``: ``LangCellPretraining``'s masked-gene-modelling objective (the registered ``mgm``
   objective on a ``LangCellModel``): length-grouped batches padded to the batch maximum, SDPA,
   the gene head only at the masked positions;
+- ``ours_packed``: the same objective on the same cells per step packed into one row without
+  padding (``CellBatchCollator(packed=True)``'s layout), block-diagonal attention (FlashAttention's
+  variable-length kernel on CUDA when installed, else SDPA per cell);
 - ``hf_sdpa_grouped`` (the headline baseline): transformers ``BertForMaskedLM`` with
   ``attn_implementation="sdpa"``, the same length-grouped batches padded to the batch maximum
   (as the official collator pads and Geneformer's pretrainer groups), the full gene head over the
@@ -22,11 +25,14 @@ Sizes: ``tiny`` and ``official`` are the cell encoders of the ``tiny`` and ``lan
 (the official one is Geneformer-12L-30M's shape); ``custom`` takes ``--layers/--hidden/--heads``.
 Each case runs ``--warmup`` steps on other cells, then one timed pass over the size's timed cells
 (``--cells``; ``--official-cells`` for the official size). Every row shows the median step time,
-real tokens/s, the ratio of its tokens/s to ``hf_sdpa_grouped``'s at the same size, model FLOPs
+real tokens/s, the ratio of its tokens/s to ``hf_sdpa_grouped``'s (and ``x ours``, to ``ours``'s) at the same size, model FLOPs
 utilisation (MFU) against the machine's measured GEMM rate (``--gemm-size``) and the peak memory
 (CUDA ``max_memory_allocated``, or the process's resident high-water mark on CPU; see
 :mod:`benchmarks.memory`). Before timing, both sides compute the MGM loss of the first timed
 batch from the same weights in eval mode (``loss_check``): they must agree.
+
+``--compile`` wraps the cell encoder of ``ours`` and ``ours_packed`` in ``torch.compile`` (dynamic
+shapes; off by default).
 
 ``--lengths 128,256,512`` adds a length scaling on the first size: for each length, ``ours`` and
 ``hf_sdpa_grouped`` on cells of exactly that many tokens (CLS included), ``--warmup`` then
@@ -34,9 +40,10 @@ batch from the same weights in eval mode (``loss_check``): they must agree.
 
 ``main(argv)`` returns ``{"settings", "rows", "cases", "headline", "context", "loss_check", "scaling"}``:
 ``rows`` (also ``cases``, the key ``benchmarks.run`` reads) has one dict per (size, case) with
-``size, case, role, step_ms, tokens_per_s, mfu, peak_mib, peak_source, ratio``; ``headline`` maps each
-size to ours / ``hf_sdpa_grouped`` tokens/s, ``context`` to ours / ``hf_eager_pad2048`` where it
-ran; ``loss_check`` maps each size to ``{"ours", "baseline"}`` losses; ``scaling`` has one dict
+``size, case, role, step_ms, tokens_per_s, mfu, peak_mib, peak_source, ratio, ratio_vs_ours``; ``headline`` maps each
+size to ours / ``hf_sdpa_grouped`` tokens/s, ``packed`` to ours_packed / ``hf_sdpa_grouped``,
+``context`` to ours / ``hf_eager_pad2048`` where it ran; ``loss_check`` maps each size to
+``{"ours", "baseline", "ours_packed"}`` losses; ``scaling`` has one dict
 per (case, length) with ``case, length, step_ms, tokens_per_s, ratio`` (``hf_sdpa_grouped`` step
 time over the case's).
 """
@@ -44,6 +51,7 @@ time over the case's).
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -53,7 +61,7 @@ from transformers import BertForMaskedLM
 
 from benchmarks.memory import peak_memory, reset_peak
 
-from lightning_langcell.data.collate import pad_token_lists
+from lightning_langcell.data.collate import pack_cells, pad_token_lists
 from lightning_langcell.data.sampling import LengthGroupedBatchSampler
 from lightning_langcell.models import LangCellConfig, LangCellModel
 from lightning_langcell.models.config import PRESETS
@@ -62,8 +70,10 @@ from lightning_langcell.tokenization import CLS_ID
 
 BASELINE = "hf_sdpa_grouped"
 CONTEXT = "hf_eager_pad2048"
-CASES = ("ours", BASELINE, CONTEXT)
-ROLES = {"ours": "ours", BASELINE: "headline baseline", CONTEXT: "context only (pad-to-2048 eager)"}
+PACKED = "ours_packed"
+CASES = ("ours", PACKED, BASELINE, CONTEXT)
+ROLES = {"ours": "ours", PACKED: "ours, packed (no padding)", BASELINE: "headline baseline",
+         CONTEXT: "context only (pad-to-2048 eager)"}
 SIZES = ("tiny", "official", "custom")
 PADDED_LENGTH = 2048
 
@@ -127,14 +137,35 @@ class OursStep:
         self.objective = registered_objectives()["mgm"]
         self.parameters = list(self.model.cell_bert.parameters()) + list(self.model.mgm_head.parameters())
 
-    def loss(self, input_ids, attention_mask, masked_ids, labels) -> torch.Tensor:
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "mgm_input_ids": masked_ids,
-                 "mgm_labels": labels}
+    def prepare(self, input_ids, attention_mask, masked_ids, labels) -> tuple:
+        """The arguments of :meth:`loss` for one padded batch (made before the step is timed)."""
+        return ({"input_ids": input_ids, "attention_mask": attention_mask, "mgm_input_ids": masked_ids,
+                 "mgm_labels": labels},)
+
+    def loss(self, batch) -> torch.Tensor:
         loss, _ = self.objective.compute(PretrainingStep(self.model, batch))
         return loss
 
     def train(self, mode: bool) -> None:
         self.model.train(mode)
+
+    def compile(self) -> None:
+        self.model.cell_bert.compile(dynamic=True)
+
+
+class OursPackedStep(OursStep):
+    """``ours`` on the same cells packed into one row (block-diagonal attention), from ``ours``'s weights."""
+
+    def __init__(self, ours: OursStep):
+        self.model = copy.deepcopy(ours.model)
+        self.objective = ours.objective
+        self.parameters = list(self.model.cell_bert.parameters()) + list(self.model.mgm_head.parameters())
+
+    def prepare(self, input_ids, attention_mask, masked_ids, labels) -> tuple:
+        (batch,) = super().prepare(input_ids.cpu(), attention_mask.cpu(), masked_ids.cpu(), labels.cpu())
+        device = input_ids.device
+        return ({key: value.to(device) if isinstance(value, torch.Tensor) else value
+                 for key, value in pack_cells(batch).items()},)
 
 
 class HuggingFaceStep:
@@ -153,6 +184,9 @@ class HuggingFaceStep:
         with torch.no_grad():
             self.model.cls.predictions.bias.copy_(head.bias)
         self.parameters = list(self.model.parameters())
+
+    def prepare(self, input_ids, attention_mask, masked_ids, labels) -> tuple:
+        return input_ids, attention_mask, masked_ids, labels
 
     def loss(self, input_ids, attention_mask, masked_ids, labels) -> torch.Tensor:
         return self.model(input_ids=masked_ids, attention_mask=attention_mask, labels=labels).loss
@@ -174,6 +208,8 @@ def tensors(cells, batch, pad_to: int | None, seed: int, device):
 def build_case(name: str, ours: OursStep, device):
     if name == "ours":
         return ours
+    if name == PACKED:
+        return OursPackedStep(ours)
     return HuggingFaceStep(ours, "sdpa" if name == BASELINE else "eager", device)
 
 
@@ -188,10 +224,11 @@ def run_case(runner, name, size, cell, args, cells, warm, timed, device, autocas
     times, real_tokens, flops = [], [], []
     for step, batch in enumerate(warm + timed):
         ids, mask, masked_ids, labels = tensors(cells, batch, pad_to, args.seed, device)
+        inputs = runner.prepare(ids, mask, masked_ids, labels)
         _sync(device)
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = runner.loss(ids, mask, masked_ids, labels)
+            loss = runner.loss(*inputs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -214,14 +251,16 @@ def run_case(runner, name, size, cell, args, cells, warm, timed, device, autocas
     }
 
 
-def same_batch_losses(ours: OursStep, baseline: HuggingFaceStep, cells, batch, seed, device) -> dict:
-    """Both sides' MGM loss of one batch from the same weights, eval mode (no dropout), fp32."""
+def same_batch_losses(runners: dict, cells, batch, seed, device) -> dict:
+    """Every side's MGM loss of one batch from the same weights, eval mode (no dropout), fp32."""
     ids, mask, masked_ids, labels = tensors(cells, batch, None, seed, device)
-    ours.train(False)
-    baseline.train(False)
-    with torch.no_grad():
-        return {"ours": float(ours.loss(ids, mask, masked_ids, labels)),
-                "baseline": float(baseline.loss(ids, mask, masked_ids, labels))}
+    losses = {}
+    for name, runner in runners.items():
+        runner.train(False)
+        with torch.no_grad():
+            loss = runner.loss(*runner.prepare(ids, mask, masked_ids, labels))
+        losses["baseline" if name == BASELINE else name] = float(loss)
+    return losses
 
 
 def make_batches(lengths, batch_size, grouped: bool, seed: int) -> list[list[int]]:
@@ -249,15 +288,21 @@ def run_size(size: str, args, device, autocast_dtype, gemm_rate) -> tuple[list[d
     ours = OursStep(cell, device)
     runners = {name: build_case(name, ours, device) for name in cases}  # same weights before any step
     grouped = make_batches(lengths[:count], args.batch_size, True, args.seed)
-    check = same_batch_losses(ours, runners[BASELINE], cells, grouped[0], args.seed, device)
+    check = same_batch_losses({name: runners[name] for name in ("ours", PACKED, BASELINE)}, cells, grouped[0],
+                              args.seed, device)
+    if args.compile:
+        for name in ("ours", PACKED):
+            runners[name].compile()
     rows = []
     for name in cases:
         timed = grouped if name != CONTEXT else make_batches(lengths[:count], args.batch_size, False, args.seed)
         rows.append(run_case(runners[name], name, size, cell, args, cells, warm, timed, device, autocast_dtype,
                              gemm_rate))
     base = rows[cases.index(BASELINE)]["tokens_per_s"]
+    ours_rate = rows[cases.index("ours")]["tokens_per_s"]
     for row in rows:
         row["ratio"] = row["tokens_per_s"] / base
+        row["ratio_vs_ours"] = row["tokens_per_s"] / ours_rate
     return rows, check
 
 
@@ -322,6 +367,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--lengths", type=parse_lengths, default=[],
                         help="comma list of tokens per cell for the length scaling, e.g. 128,256,512 (default: off)")
     parser.add_argument("--scaling-steps", type=int, default=2, help="timed steps per case and length")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the cell encoder of ours and ours_packed (default: off)")
     args = parser.parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
@@ -338,21 +385,24 @@ def run(args) -> dict:
     print(f"device={device} precision={args.precision} batch={args.batch_size} cells={args.cells} "
           f"official_cells={args.official_cells} gemm={gemm_rate / 1e9:.1f} GFLOP/s")
     rows, checks = [], {}
-    print(f"{'size':<10}{'case':<18}{'step ms':>10}{'real tok/s':>12}{'x fair':>8}{'MFU':>8}{'peak MiB':>10}")
+    print(f"{'size':<10}{'case':<18}{'step ms':>10}{'real tok/s':>12}{'x fair':>8}{'x ours':>8}{'MFU':>8}"
+          f"{'peak MiB':>10}")
     for size in args.sizes:  # each size's rows as soon as they are measured
         found, checks[size] = run_size(size, args, device, autocast_dtype, gemm_rate)
         rows.extend(found)
         for row in found:
             label = "  (context: pad-to-2048 eager)" if row["case"] == CONTEXT else ""
             print(f"{row['size']:<10}{row['case']:<18}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}"
-                  f"{row['ratio']:>8.2f}{row['mfu']:>8.1%}{row['peak_mib']:>10.0f}{label}", flush=True)
+                  f"{row['ratio']:>8.2f}{row['ratio_vs_ours']:>8.2f}{row['mfu']:>8.1%}{row['peak_mib']:>10.0f}{label}", flush=True)
     headline = {row["size"]: row["ratio"] for row in rows if row["case"] == "ours"}
+    packed = {row["size"]: row["ratio"] for row in rows if row["case"] == PACKED}
     context = {row["size"]: headline[row["size"]] / row["ratio"] for row in rows if row["case"] == CONTEXT}
     print(f"(peak memory: {rows[0]['peak_source']})" if rows else "")
     for size in args.sizes:
         extra = f"; ours / pad-to-2048 eager (context): {context[size]:.2f}x" if size in context else ""
-        print(f"headline {size}: ours / {BASELINE} = {headline[size]:.2f}x real tokens/s{extra}; "
-              f"same-batch MGM loss ours {checks[size]['ours']:.5f} vs baseline {checks[size]['baseline']:.5f}")
+        print(f"headline {size}: ours / {BASELINE} = {headline[size]:.2f}x real tokens/s, packed "
+              f"{packed[size]:.2f}x ({packed[size] / headline[size]:.2f}x ours){extra}; same-batch MGM loss "
+              f"ours {checks[size]['ours']:.5f}, packed {checks[size][PACKED]:.5f}, baseline {checks[size]['baseline']:.5f}")
     scaling = length_scaling(args.sizes[0], args, device, autocast_dtype, gemm_rate) if args.sizes else []
     if scaling:
         print(f"\nlength scaling ({args.sizes[0]} size, every cell exactly `length` tokens):\n"
@@ -360,7 +410,8 @@ def run(args) -> dict:
         for row in scaling:
             print(f"{row['case']:<18}{row['length']:>8}{row['step_ms']:>10.1f}{row['tokens_per_s']:>12.1f}"
                   f"{row['ratio']:>8.2f}")
-    return {"settings": vars(args), "rows": rows, "cases": rows, "headline": headline, "context": context,
+    return {"settings": vars(args), "rows": rows, "cases": rows, "headline": headline, "packed": packed,
+            "context": context,
             "loss_check": checks, "scaling": scaling}
 
 

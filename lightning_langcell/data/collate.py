@@ -1,4 +1,5 @@
-"""Batch collation: ``<cls>`` + ranked genes, right padding to the batch maximum, masks and texts."""
+"""Batch collation: ``<cls>`` + ranked genes, right padding to the batch maximum (or packed into one
+row without padding), masks and texts."""
 
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ class CellBatchCollator:
     The model sees ``<cls>`` + the first ``max_length - 1`` genes (2047 for the official 2048).
     With ``mgm_probability > 0`` the batch also carries ``mgm_input_ids``/``mgm_labels``,
     masked reproducibly per (seed, epoch, index).
+
+    With ``packed`` the cells are concatenated without padding: ``input_ids`` (and the MGM fields)
+    are [1, T] for the T real tokens, ``attention_mask`` [1, T] all ones, ``position_ids`` [1, T]
+    restart at 0 in every cell, ``cu_seqlens`` int32 [B+1] delimits the cells and ``max_seqlen``
+    (an int) is the longest. Tokens and masks are the padded batch's at its real positions.
     """
 
     max_length: int = 2048
@@ -51,6 +57,7 @@ class CellBatchCollator:
     seed: int = 0
     text_pad_id: int = 0
     vocab_size: int = 25427
+    packed: bool = False
 
     def batch_fields(self, labels: bool, texts: bool) -> set[str]:
         """The keys of the batches this collator makes from items with/without labels and texts."""
@@ -61,6 +68,8 @@ class CellBatchCollator:
             fields |= {"text_input_ids", "text_attention_mask", "text_ids"}
         if self.mgm_probability > 0:
             fields |= {"mgm_input_ids", "mgm_labels"}
+        if self.packed:
+            fields |= set(PACKED_FIELDS)
         return fields
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -90,4 +99,35 @@ class CellBatchCollator:
                 epoch=int(items[0].get("epoch", 0)),
                 indices=batch["index"],
             )
-        return batch
+        return pack_cells(batch) if self.packed else batch
+
+
+PACKED_FIELDS = ("position_ids", "cu_seqlens", "max_seqlen")
+CELL_TOKEN_FIELDS = ("input_ids", "mgm_input_ids", "mgm_labels")
+
+
+def pack_cells(batch: dict[str, Any]) -> dict[str, Any]:
+    """A padded cell batch → the same cells packed into one row (see :class:`CellBatchCollator`)."""
+    real = batch["attention_mask"].bool()
+    lengths = real.sum(1)
+    packed = dict(batch)
+    for field in CELL_TOKEN_FIELDS:
+        if field in batch:
+            packed[field] = batch[field][real].unsqueeze(0)
+    total = int(lengths.sum())
+    starts = torch.cumsum(lengths, 0) - lengths
+    packed["attention_mask"] = torch.ones((1, total), dtype=torch.long)
+    packed["position_ids"] = (torch.arange(total) - torch.repeat_interleave(starts, lengths)).unsqueeze(0)
+    packed["cu_seqlens"] = torch.cat([torch.zeros(1, dtype=torch.int32), torch.cumsum(lengths, 0).to(torch.int32)])
+    packed["max_seqlen"] = int(lengths.max()) if lengths.numel() else 0
+    return packed
+
+
+def unpack_cell_states(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Packed states [1, T, H] → (padded states [B, L, H] zero-filled, attention mask [B, L] 1/0)."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+    width = int(lengths.max())
+    mask = torch.arange(width, device=hidden.device).unsqueeze(0) < lengths.to(hidden.device).unsqueeze(1)
+    padded = hidden.new_zeros(lengths.numel(), width, hidden.shape[-1])
+    padded[mask] = hidden[0]
+    return padded, mask.long()

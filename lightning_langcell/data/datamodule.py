@@ -65,6 +65,8 @@ class LangCellDataModule(pl.LightningDataModule):
         k_shot: k >= 1 training cells per class (few-shot; None: not few-shot); the other labelled
             cells are split into val and test (``K_SHOT_REST_SPLIT``).
         seed: seed of splits, batch order and masks.
+        packed: training and validation batches without padding, the cells concatenated in one row
+            (``CellBatchCollator(packed=True)``), for pre-training (``LangCellPretraining``).
         pool_size: batches' worth of cells sorted together for length grouping.
         assume_counts: accept an X that does not look like raw counts.
         verify_digests: re-hash the corpus files against their manifest digests when the
@@ -98,6 +100,7 @@ class LangCellDataModule(pl.LightningDataModule):
         pool_size: int = 50,
         assume_counts: bool = False,
         verify_digests: bool = True,
+        packed: bool = False,
     ):
         super().__init__()
         if k_shot is not None and k_shot < 1:
@@ -284,19 +287,20 @@ class LangCellDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def collator(self, masked: bool) -> CellBatchCollator:
+    def collator(self, masked: bool, packed: bool = False) -> CellBatchCollator:
         pad = 0 if self._text_tokenizer is None else (self._text_tokenizer.pad_token_id or 0)
         return CellBatchCollator(
             max_length=self.hparams.max_length or DEFAULT_MAX_LENGTH,
             mgm_probability=(self.hparams.mgm_probability or 0.0) if masked else 0.0,
             seed=self.hparams.seed,
             text_pad_id=pad,
+            packed=packed,
         )
 
     def batch_fields(self) -> set[str]:
         """The fields of a training batch (what pre-training objectives can rely on), known before
         any data is read."""
-        return self.collator(masked=True).batch_fields(
+        return self.collator(masked=True, packed=self.hparams.packed).batch_fields(
             labels=self.hparams.label_column is not None, texts=self.hparams.texts
         )
 
@@ -361,7 +365,7 @@ class LangCellDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets["train"],
             batch_sampler=sampler,
-            collate_fn=self.collator(masked=True),
+            collate_fn=self.collator(masked=True, packed=self.hparams.packed),
             num_workers=self.hparams.num_workers,
         )
 
@@ -387,7 +391,7 @@ class LangCellDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets["val"],
             batch_sampler=self._grouped_batches("val", shuffle=False),
-            collate_fn=self.collator(masked=True),
+            collate_fn=self.collator(masked=True, packed=self.hparams.packed),
             num_workers=self.hparams.num_workers,
         )
 

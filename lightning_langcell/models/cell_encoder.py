@@ -77,3 +77,44 @@ def gather_positions(last_hidden_state: torch.Tensor, positions: torch.Tensor) -
         f"positions of shape {tuple(positions.shape)} and dtype {positions.dtype} select no genes.",
         "Pass a bool mask [B, L] (e.g. labels != -100) or (cell, position) indices [M, 2].",
     )
+
+
+def check_packed_cells(input_ids: torch.Tensor, cu_seqlens: torch.Tensor, position_ids: torch.Tensor | None) -> None:
+    """Packed cells are one row [1, T] delimited by ``cu_seqlens`` [B+1] (0 first, T last) with
+    ``position_ids`` [1, T] restarting at 0 in every cell."""
+    total = input_ids.shape[-1]
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+        raise LangCellInputError(
+            f"packed cells need input_ids [1, T] and cu_seqlens [B+1]; got {tuple(input_ids.shape)} and "
+            f"{tuple(cu_seqlens.shape)}.",
+            "Collate with CellBatchCollator(packed=True), or pass padded cells without cu_seqlens.",
+        )
+    if int(cu_seqlens[0]) != 0 or int(cu_seqlens[-1]) != total or position_ids is None \
+            or tuple(position_ids.shape) != tuple(input_ids.shape):
+        raise LangCellInputError(
+            f"cu_seqlens must run from 0 to T={total} (got {int(cu_seqlens[0])}..{int(cu_seqlens[-1])}) and "
+            "position_ids must be given with the shape of input_ids.",
+            "Use the cu_seqlens and position_ids of one CellBatchCollator(packed=True) batch together.",
+        )
+
+
+def packed_cell_lengths(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """Tokens per cell (``<cls>`` included) [B] from cumulative lengths [B+1]."""
+    return (cu_seqlens[1:] - cu_seqlens[:-1]).long()
+
+
+def pool_packed_cell_states(hidden: torch.Tensor, cu_seqlens: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Packed states [1, T, H] → [B, H]: ``"cls"`` each cell's first (``<cls>``) state, ``"mean"``
+    the mean over its gene positions (as ``pool_cell_states`` on the padded cells)."""
+    states = hidden[0]
+    starts = cu_seqlens[:-1].long()
+    if pooling == "cls":
+        return states[starts]
+    lengths = packed_cell_lengths(cu_seqlens)
+    cell_of_token = torch.repeat_interleave(torch.arange(lengths.numel(), device=states.device), lengths)
+    is_gene = torch.ones(states.shape[0], dtype=states.dtype, device=states.device)
+    is_gene[starts] = 0
+    sums = torch.zeros(lengths.numel(), states.shape[1], dtype=states.dtype, device=states.device)
+    sums.index_add_(0, cell_of_token, states * is_gene.unsqueeze(1))
+    return sums / (lengths - 1).clamp(min=1).unsqueeze(1).to(states.dtype)
+

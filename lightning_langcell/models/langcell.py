@@ -12,13 +12,16 @@ from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models.cell_encoder import (
     MaskedGeneHead,
     build_cell_bert,
+    check_packed_cells,
     gather_positions,
+    pool_packed_cell_states,
     set_attn_implementation,
     set_hf_gradient_checkpointing,
 )
 from lightning_langcell.models.checkpoint_io import CheckpointMethods
 from lightning_langcell.models.config import ATTN_IMPLEMENTATIONS, LangCellConfig
 from lightning_langcell.models.matcher import MatchHead
+from lightning_langcell.models.packed_attention import packed_attention
 from lightning_langcell.models.text_encoder import CrossKV, TextEncoder, init_bert_weights
 
 
@@ -75,10 +78,31 @@ class LangCellModel(CheckpointMethods, nn.Module):
         return self.temp.clamp(self.config.temperature_min, self.config.temperature_max)[0]
 
     # -- encoders ---------------------------------------------------------------------------
-    def encode_cells(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cells [B, L] (``<cls>`` first, 1/0 mask) → (last_hidden_state [B, L, Hc], embedding [B, E] L2-normalised)."""
-        hidden = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return hidden, F.normalize(self.cell_proj(self.pool_cells(hidden, attention_mask)), dim=-1)
+    def encode_cells(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        position_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cells [B, L] (``<cls>`` first, 1/0 mask) → (last_hidden_state [B, L, Hc], embedding [B, E] L2-normalised).
+
+        Packed cells (``cu_seqlens`` [B+1] given): ``input_ids``/``position_ids`` are [1, T], the
+        attention is block-diagonal per cell and the hidden states come back packed [1, T, Hc].
+        """
+        if cu_seqlens is None:
+            hidden = self.cell_bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return hidden, F.normalize(self.cell_proj(self.pool_cells(hidden, attention_mask)), dim=-1)
+        check_packed_cells(input_ids, cu_seqlens, position_ids)
+        if max_seqlen is None:
+            max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+        with packed_attention(self.cell_bert):
+            hidden = self.cell_bert(
+                input_ids=input_ids, position_ids=position_ids, cu_seqlens=cu_seqlens, max_seqlen=int(max_seqlen)
+            ).last_hidden_state
+        pooled = pool_packed_cell_states(hidden, cu_seqlens, self.config.cell_pooling)
+        return hidden, F.normalize(self.cell_proj(pooled), dim=-1)
 
     def pool_cells(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Cell vector [B, Hc]: the ``<cls>`` state, or the mean over gene positions (``cell_pooling``)."""

@@ -78,8 +78,9 @@ class CellTextMatching(Objective):
         text_ids = batch["text_ids"]
         negative_texts = sample_hard_negatives(stats.logits_ab, text_ids, stats.ids_world, step.generator)
         negative_cells = sample_hard_negatives(stats.logits_ba, text_ids, stats.ids_world, step.generator)
+        cell_hidden, cell_mask = step.padded_cells(hidden)
         pairs = build_matching_batch(
-            hidden, batch["attention_mask"], batch["text_input_ids"], batch["text_attention_mask"],
+            cell_hidden, cell_mask, batch["text_input_ids"], batch["text_attention_mask"],
             negative_texts, negative_cells,
         )
         logits = model.match_logits(

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from lightning_langcell.data.collate import unpack_cell_states
 from lightning_langcell.objectives.contrastive import cell_text_contrastive_loss
 
 
@@ -24,7 +25,7 @@ class PretrainingStep:
         settings: the task's objective settings (e.g. ``cell_cell_temperature``).
 
     Outputs:
-        ``masked_cells``: (hidden [B, L, H], embedding [B, E]) of the MGM-masked cells
+        ``masked_cells``: (hidden [B, L, H], or [1, T, H] for packed cells, embedding [B, E]) of the MGM-masked cells
         (``mgm_input_ids`` when present, else ``input_ids``: the first cell–cell view);
         ``cells``: the same for the unmasked cells (second view; cell side of CTC and CTM);
         ``texts``: (CLS hidden, embedding) of the cells' texts;
@@ -54,12 +55,27 @@ class PretrainingStep:
             self._cache[name] = getattr(self, f"_{name}")()
         return self._cache[name]
 
-    def _masked_cells(self):
+    @property
+    def packed(self) -> bool:
+        """Whether the batch holds packed cells (``CellBatchCollator(packed=True)``)."""
+        return "cu_seqlens" in self.batch
+
+    def padded_cells(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell states of this batch as padded [B, L, H] with their attention mask [B, L]."""
+        if self.packed:
+            return unpack_cell_states(hidden, self.batch["cu_seqlens"])
+        return hidden, self.batch["attention_mask"]
+
+    def _encode_cells(self, input_ids: torch.Tensor):
         batch = self.batch
-        return self.model.encode_cells(batch.get("mgm_input_ids", batch["input_ids"]), batch["attention_mask"])
+        packing = {key: batch[key] for key in ("cu_seqlens", "max_seqlen", "position_ids") if key in batch}
+        return self.model.encode_cells(input_ids, batch["attention_mask"], **packing)
+
+    def _masked_cells(self):
+        return self._encode_cells(self.batch.get("mgm_input_ids", self.batch["input_ids"]))
 
     def _cells(self):
-        return self.model.encode_cells(self.batch["input_ids"], self.batch["attention_mask"])
+        return self._encode_cells(self.batch["input_ids"])
 
     def _texts(self):
         return self.model.encode_texts(self.batch["text_input_ids"], self.batch["text_attention_mask"])

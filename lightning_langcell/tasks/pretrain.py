@@ -114,13 +114,13 @@ class LangCellPretraining(LangCellTask):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logs = self.compute_losses(batch)
-        size = batch["input_ids"].shape[0]
+        size = len(batch["index"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, batch_size=size)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logs = self.compute_losses(batch)
-        size = batch["input_ids"].shape[0]
+        size = len(batch["index"])
         self.log("val/loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in logs.items()}, batch_size=size, sync_dist=True)

@@ -30,8 +30,9 @@ def result():
 
 def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
     rows = {(row["size"], row["case"]): row for row in result["rows"]}
-    assert list(rows) == [("tiny", "ours"), ("tiny", "hf_sdpa_grouped"), ("tiny", "hf_eager_pad2048"),
-                          ("custom", "ours"), ("custom", "hf_sdpa_grouped")]
+    assert list(rows) == [("tiny", "ours"), ("tiny", "ours_packed"), ("tiny", "hf_sdpa_grouped"),
+                          ("tiny", "hf_eager_pad2048"), ("custom", "ours"), ("custom", "ours_packed"),
+                          ("custom", "hf_sdpa_grouped")]
     assert result["cases"] is result["rows"]  # the key benchmarks.run reads
     assert rows[("tiny", "hf_eager_pad2048")]["role"].startswith("context")
     assert rows[("tiny", "hf_sdpa_grouped")]["role"] == "headline baseline"
@@ -42,6 +43,9 @@ def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
     for size in ("tiny", "custom"):
         assert rows[(size, "hf_sdpa_grouped")]["ratio"] == 1.0
         assert result["headline"][size] == rows[(size, "ours")]["ratio"]
+        assert result["packed"][size] == rows[(size, "ours_packed")]["ratio"]
+        assert rows[(size, "ours_packed")]["ratio_vs_ours"] == pytest.approx(
+            rows[(size, "ours_packed")]["tokens_per_s"] / rows[(size, "ours")]["tokens_per_s"])
     assert set(result["context"]) == {"tiny"}
     assert result["context"]["tiny"] == pytest.approx(
         rows[("tiny", "ours")]["tokens_per_s"] / rows[("tiny", "hf_eager_pad2048")]["tokens_per_s"])
@@ -53,6 +57,7 @@ def test_both_sides_compute_the_same_loss_on_the_same_batch(result):
     for size, check in result["loss_check"].items():
         assert check["ours"] > 5.0  # ~ln(25,427) for a fresh gene head
         assert check["ours"] == pytest.approx(check["baseline"], rel=1e-5), size
+        assert check["ours_packed"] == pytest.approx(check["ours"], rel=1e-5), size
 
 
 def test_same_weights_give_the_same_gradients():
@@ -66,7 +71,7 @@ def test_same_weights_give_the_same_gradients():
     assert ids.shape == (3, 51)  # padded to the batch maximum (CLS + 50 genes)
     ours.train(False)
     baseline.train(False)
-    ours.loss(ids, mask, masked_ids, labels).backward()
+    ours.loss(*ours.prepare(ids, mask, masked_ids, labels)).backward()
     baseline.loss(ids, mask, masked_ids, labels).backward()
     ours_grad = ours.model.cell_bert.embeddings.word_embeddings.weight.grad
     baseline_grad = baseline.model.bert.embeddings.word_embeddings.weight.grad
