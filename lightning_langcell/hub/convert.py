@@ -62,10 +62,10 @@ def convert_command(
     src: str,
     dst: str,
     to: Literal["ours", "official"] = "ours",
-    overwrite: bool = False,
-    trust_pickle: bool = False,
     text_tokenizer: str | None = None,
     text_source: str | None = None,
+    trust_pickle: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Convert a checkpoint to our format or to the official LangCell layout; returns the folder written.
 
@@ -74,11 +74,11 @@ def convert_command(
             registered name.
         dst: folder to write (a new one, or with ``overwrite`` a checkpoint folder this tool wrote).
         to: ``ours`` (safetensors folder with config, vocabulary and tokenizer) or ``official``.
-        overwrite: replace an existing checkpoint folder at ``dst`` (only once the new one is complete).
-        trust_pickle: unpickle source files that ``weights_only=True`` refuses (RUNS THEIR CODE;
-            trusted files only).
         text_tokenizer: local tokenizer folder to store with the model (default: the source's).
         text_source: for a Geneformer source, the text encoder to pair it with (see ``load_geneformer``).
+        trust_pickle: unpickle source files that ``weights_only=True`` refuses (RUNS THEIR CODE;
+            trusted files only).
+        overwrite: replace an existing checkpoint folder at ``dst`` (only once the new one is complete).
     """
     from lightning_langcell.text import load_text_tokenizer
 

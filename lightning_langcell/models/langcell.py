@@ -121,25 +121,6 @@ class LangCellModel(CheckpointMethods, nn.Module):
         """Per-layer cross-attention key/value of cell states [B, Lc, Hc], reusable for many texts."""
         return self.text_bert.precompute_cross_kv(cell_hidden)
 
-    def fusion_cls(
-        self,
-        text_input_ids: torch.Tensor,
-        text_attention_mask: torch.Tensor | None,
-        cell_hidden: torch.Tensor | None,
-        cell_attention_mask: torch.Tensor | None,
-        cross_kv: CrossKV | None = None,
-    ) -> torch.Tensor:
-        """CLS state [N, Ht] of the multimodal pass (text i with cell i; a batch of 1 broadcasts)."""
-        hidden = self.text_bert(
-            text_input_ids,
-            text_attention_mask,
-            encoder_hidden_states=cell_hidden,
-            encoder_attention_mask=cell_attention_mask,
-            mode="multimodal",
-            cross_kv=cross_kv,
-        )
-        return hidden[:, 0]
-
     def match_logits(
         self,
         text_input_ids: torch.Tensor,
@@ -148,14 +129,21 @@ class LangCellModel(CheckpointMethods, nn.Module):
         cell_attention_mask: torch.Tensor | None,
         cross_kv: CrossKV | None = None,
     ) -> torch.Tensor:
-        """CTM logits [N, 2] (no match, match) for N (text, cell) pairs.
+        """CTM logits [N, 2] (no match, match) for N (text, cell) pairs: the matcher on the ``[CLS]``
+        state of the multimodal pass (text i with cell i; a batch of 1 broadcasts).
 
         Cells come as ``cell_hidden`` [B, Lc, Hc] or as ``cross_kv`` from ``precompute_cross_kv``;
         ``cell_attention_mask`` [B, Lc] is needed either way when cells are padded.
         """
-        return self.ctm_head(
-            self.fusion_cls(text_input_ids, text_attention_mask, cell_hidden, cell_attention_mask, cross_kv)
+        hidden = self.text_bert(
+            text_input_ids,
+            text_attention_mask,
+            encoder_hidden_states=cell_hidden,
+            encoder_attention_mask=cell_attention_mask,
+            mode="multimodal",
+            cross_kv=cross_kv,
         )
+        return self.ctm_head(hidden[:, 0])
 
     def mgm_logits(self, last_hidden_state: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Gene logits [M, vocab] only at the masked positions (bool [B, L] or indices [M, 2])."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence, TypedDict, Unpack
 
 import numpy as np
 import lightning.pytorch as pl
@@ -105,8 +105,33 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: flo
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class AdamWSchedule(TypedDict, total=False):
+    """AdamW and its learning-rate schedule: the ``model.init_args`` keys every training task takes.
+
+    A key left out takes the task's ``schedule_defaults``.
+
+    Args:
+        learning_rate: peak learning rate.
+        weight_decay: AdamW weight decay (not on biases, LayerNorms and the temperature).
+        warmup_steps: steps of linear warm-up, followed by cosine decay.
+        min_lr_ratio: learning rate at the last step, as a fraction of ``learning_rate``
+            (``warmup_steps=0, min_lr_ratio=1, weight_decay=0`` gives plain constant-rate Adam).
+        betas: Adam's betas.
+    """
+
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    min_lr_ratio: float
+    betas: tuple[float, float]
+
+
 class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
     """Base LightningModule: AdamW (no decay on biases, LayerNorms, temperature), warm-up + cosine.
+
+    Takes the :class:`AdamWSchedule` keys; each task declares its defaults in ``schedule_defaults``.
+    Saves the hyperparameters of the whole ``__init__`` chain (the subclass's arguments and the
+    resolved schedule), so a checkpoint reloads with the same settings.
 
     ``deterministic_steps`` (default on) reseeds torch's global RNG (dropout) before every
     training step from (``seed_everything`` seed, global step, rank): Lightning does not restore
@@ -114,21 +139,24 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
     """
 
     deterministic_steps: bool = True
+    schedule_defaults: AdamWSchedule = {
+        "learning_rate": 1e-4, "weight_decay": 0.01, "warmup_steps": 100, "min_lr_ratio": 0.1, "betas": (0.9, 0.98),
+    }
 
-    def __init__(
-        self,
-        learning_rate: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.98),
-    ):
+    def __init__(self, **schedule: Unpack[AdamWSchedule]):
         super().__init__()
-        self.learning_rate = learning_rate
-        self.weight_decay = weight_decay
-        self.warmup_steps = warmup_steps
-        self.min_lr_ratio = min_lr_ratio
-        self.betas = tuple(betas)
+        unknown = sorted(set(schedule) - set(AdamWSchedule.__annotations__))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}() got unexpected keyword arguments {unknown}.")
+        schedule = {**self.schedule_defaults, **schedule}  # (what save_hyperparameters records)
+        self.save_hyperparameters()
+        # LightningCLI hands over the keys it was given: add the defaulted ones
+        self.save_hyperparameters({key: value for key, value in schedule.items() if key not in self.hparams})
+        self.learning_rate = schedule["learning_rate"]
+        self.weight_decay = schedule["weight_decay"]
+        self.warmup_steps = schedule["warmup_steps"]
+        self.min_lr_ratio = schedule["min_lr_ratio"]
+        self.betas = tuple(schedule["betas"])
 
     def trained_config(self) -> LangCellConfig | None:
         """Config of the LangCell model this task trains (None: no LangCell model)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +10,7 @@ from torch import nn
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models.langcell import pool_cell_states
-from lightning_langcell.tasks.base import build_model, freeze_modules
+from lightning_langcell.tasks.base import AdamWSchedule, build_model, freeze_modules
 from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
 
 FEATURES = ("cls", "pooled", "embedding")
@@ -35,8 +35,13 @@ class CellTypeClassifier(CellClassificationTask):
         head_dropout: dropout on the features before the head (training only).
         freeze: further submodules to freeze, e.g. ``[cell_bert.embeddings, cell_bert.encoder.layer.0]``.
         attn_implementation, gradient_checkpointing: see :func:`build_model`.
-        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and its schedule.
+        schedule: the :class:`~lightning_langcell.tasks.base.AdamWSchedule` keys; by default the
+            official LangCell-CE fine-tuning (AdamW 5e-5, weight decay 0.001, 500 warm-up steps,
+            cosine decay to 0).
     """
+
+    schedule_defaults: AdamWSchedule = {**CellClassificationTask.schedule_defaults, "learning_rate": 5e-5,
+                                        "weight_decay": 0.001, "warmup_steps": 500, "min_lr_ratio": 0.0}
 
     def __init__(
         self,
@@ -48,14 +53,9 @@ class CellTypeClassifier(CellClassificationTask):
         freeze: Sequence[str] = (),
         attn_implementation: str | None = None,
         gradient_checkpointing: bool = False,
-        learning_rate: float = 5e-5,
-        weight_decay: float = 0.001,
-        warmup_steps: int = 500,
-        min_lr_ratio: float = 0.0,
-        betas: tuple[float, float] = (0.9, 0.999),
+        **schedule: Unpack[AdamWSchedule],
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
-        self.save_hyperparameters()
+        super().__init__(**schedule)  # saves the hyperparameters
         if features not in FEATURES:
             raise LangCellInputError(f"Unknown features {features!r}.", f"Use one of {list(FEATURES)}.")
         langcell = build_model(

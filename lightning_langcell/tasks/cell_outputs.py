@@ -130,12 +130,24 @@ class CellPredictionWriter(BasePredictionWriter, abc.ABC):
 class CheckpointPredictionTask(pl.LightningModule):
     """Base of the predict-only tasks that run a trained LangCell checkpoint over the data module's
     corpus: loads the model, its text tokenizer and gene vocabulary from ``init_from``, and adds its
-    ``writer_class`` (built from the ``output`` and ``overwrite`` hyperparameters) as a callback."""
+    ``writer_class`` (built from the ``output`` and ``overwrite`` hyperparameters) as a callback.
+    Saves the hyperparameters of the whole ``__init__`` chain (this class's and the subclass's).
+
+    Args:
+        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
+            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        text_tokenizer: text tokenizer path; None: the checkpoint's.
+        output: .h5ad to write (one input), or a folder (several inputs); None:
+            ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
+        overwrite: replace existing outputs.
+    """
 
     writer_class: type[CellPredictionWriter]
 
-    def __init__(self, init_from: str, text_tokenizer: str | None = None):
+    def __init__(self, init_from: str, text_tokenizer: str | None = None, output: str | None = None,
+                 overwrite: bool = False):
         super().__init__()
+        self.save_hyperparameters()
         self.model, self.text_tokenizer, self.gene_vocabulary = load_zero_shot_model(init_from, text_tokenizer)
         self.results: dict[str, Any] = {}  # what the writer recorded of the last prediction run
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from lightning_langcell.data.masking import IGNORE_INDEX
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.metrics import classification_metric_collection
 from lightning_langcell.models import LangCellModel
-from lightning_langcell.tasks.base import LangCellTask
+from lightning_langcell.tasks.base import AdamWSchedule, LangCellTask
 from lightning_langcell.tasks.metrics import cells_per_class, write_results
 
 CHECKPOINT_KEY = "cell_classes"
@@ -45,23 +45,16 @@ def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Te
 class CellClassificationTask(LangCellTask, ABC):
     """Base LightningModule of the cell-type classification tasks (see the module docstring).
 
-    Args:
-        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and its schedule
-            (``warmup_steps=0, min_lr_ratio=1, weight_decay=0`` gives plain constant-rate Adam).
+    Takes the :class:`~lightning_langcell.tasks.base.AdamWSchedule` keys (AdamW and its schedule);
+    the defaults are the base task's with Adam's usual ``betas=(0.9, 0.999)``.
     """
 
     #: whether ``configure_classes`` needs the class texts of the data module
     uses_class_texts = False
+    schedule_defaults: AdamWSchedule = {**LangCellTask.schedule_defaults, "betas": (0.9, 0.999)}
 
-    def __init__(
-        self,
-        learning_rate: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.999),
-    ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
+    def __init__(self, **schedule: Unpack[AdamWSchedule]):
+        super().__init__(**schedule)
         self.classes: list[str] = []
         self.class_texts: list[str] = []
         self.val_metrics = None

@@ -81,19 +81,15 @@ class LangCellEmbedder(CheckpointPredictionTask):
     """Cell embeddings of a trained LangCell model, with embedding and retrieval scores (predict only).
 
     Args:
-        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
-            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        init_from, text_tokenizer, output, overwrite: see :class:`CheckpointPredictionTask`
+            (``output``: the .h5ad copies with the embeddings).
         batch_column: corpus or input obs column naming each cell's batch (``source_file``: its
             input file); None: no batch scores.
         retrieval: score cell ↔ text retrieval against the class texts of the labels.
         type2text: definitions overriding the ontology; ``allow_missing_definitions``: give
             labels without one the text ``"cell type: X; "`` (False: raise, as zero-shot does).
-        text_tokenizer: text tokenizer path; None: the checkpoint's.
         n_neighbors: k of the kNN scores. ``max_cells``: cells drawn (``seed``) for the
             silhouettes and as kNN queries. ``text_batch_size``: texts per encoder pass.
-        output: .h5ad to write (one input), or a folder (several inputs); None:
-            ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
-        overwrite: replace existing outputs.
     """
 
     writer_class = EmbeddingWriter
@@ -105,16 +101,13 @@ class LangCellEmbedder(CheckpointPredictionTask):
         retrieval: bool = True,
         type2text: str | None = None,
         allow_missing_definitions: bool = True,
-        text_tokenizer: str | None = None,
         n_neighbors: int = DEFAULT_NEIGHBORS,
         max_cells: int = DEFAULT_MAX_CELLS,
         seed: int = 0,
         text_batch_size: int = 64,
-        output: str | None = None,
-        overwrite: bool = False,
+        **kwargs,
     ):
-        super().__init__(init_from, text_tokenizer)
-        self.save_hyperparameters()
+        super().__init__(init_from, **kwargs)  # saves the hyperparameters
         self.labels: pd.Series | None = None  # per corpus row, <NA> when unknown
         self.batches: np.ndarray | None = None  # per corpus row, None when unknown
         self.texts: list[str] = []  # distinct class texts of the labels

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import torch
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models import zero_shot_scores
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
-from lightning_langcell.tasks.base import build_model, freeze_modules
+from lightning_langcell.tasks.base import AdamWSchedule, build_model, freeze_modules
 from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
 
 LOSSES = ("ctc", "ctm")
@@ -91,10 +91,12 @@ class FewShotLangCell(CellClassificationTask):
         freeze: submodules kept fixed, e.g. ``[text_bert]``; the gene head and the learnable
             temperature are always frozen (unused here).
         attn_implementation, gradient_checkpointing: see :func:`build_model`.
-        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and its schedule
-            (the defaults are constant-rate Adam).
+        schedule: the :class:`~lightning_langcell.tasks.base.AdamWSchedule` keys; by default
+            constant-rate Adam at 1e-5 (no weight decay, no warm-up, no decay).
     """
 
+    schedule_defaults: AdamWSchedule = {**CellClassificationTask.schedule_defaults, "learning_rate": 1e-5,
+                                        "weight_decay": 0.0, "warmup_steps": 0, "min_lr_ratio": 1.0}
     uses_class_texts = True
 
     def __init__(
@@ -108,14 +110,9 @@ class FewShotLangCell(CellClassificationTask):
         freeze: Sequence[str] = (),
         attn_implementation: str | None = None,
         gradient_checkpointing: bool = False,
-        learning_rate: float = 1e-5,
-        weight_decay: float = 0.0,
-        warmup_steps: int = 0,
-        min_lr_ratio: float = 1.0,
-        betas: tuple[float, float] = (0.9, 0.999),
+        **schedule: Unpack[AdamWSchedule],
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
-        self.save_hyperparameters()
+        super().__init__(**schedule)  # saves the hyperparameters
         unknown = set(loss_weights or {}) - set(LOSSES)
         if unknown:
             raise LangCellInputError(f"Unknown loss names {sorted(unknown)}.", f"Use {list(LOSSES)}.")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, Unpack
 
 import torch
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.objectives import PretrainingStep, registered_objectives, resolve_loss_weights
-from lightning_langcell.tasks.base import LangCellTask, build_model, freeze_modules
+from lightning_langcell.tasks.base import AdamWSchedule, LangCellTask, build_model, freeze_modules
 
 
 class LangCellPretraining(LangCellTask):
@@ -34,11 +34,13 @@ class LangCellPretraining(LangCellTask):
         freeze: submodules whose weights stay fixed, e.g. ``[text_bert]``.
         attn_implementation: cell-encoder attention (``sdpa`` or ``eager``).
         gradient_checkpointing: recompute activations in backward (memory for time).
-        learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas: AdamW and schedule.
         deterministic_steps: reseed torch's global RNG (dropout) before every training step from
             (``seed_everything`` seed, global step, rank), so a run resumed from a checkpoint
             draws the same dropout masks as an uninterrupted one (Lightning does not restore
             the global RNG).
+        schedule: the :class:`~lightning_langcell.tasks.base.AdamWSchedule` keys (defaults: the
+            base task's: AdamW 1e-4, betas (0.9, 0.98), weight decay 0.01, 100 warm-up steps, cosine decay
+            to 0.1 × the peak).
     """
 
     def __init__(
@@ -52,15 +54,10 @@ class LangCellPretraining(LangCellTask):
         freeze: Sequence[str] = (),
         attn_implementation: str | None = None,
         gradient_checkpointing: bool = False,
-        learning_rate: float = 1e-4,
-        weight_decay: float = 0.01,
-        warmup_steps: int = 100,
-        min_lr_ratio: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.98),
         deterministic_steps: bool = True,
+        **schedule: Unpack[AdamWSchedule],
     ):
-        super().__init__(learning_rate, weight_decay, warmup_steps, min_lr_ratio, betas)
-        self.save_hyperparameters()
+        super().__init__(**schedule)  # saves the hyperparameters
         self.loss_weights = resolve_loss_weights(loss_weights)
         self.objectives = [
             objective for name, objective in registered_objectives().items() if self.loss_weights[name] > 0

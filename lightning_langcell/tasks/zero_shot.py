@@ -89,17 +89,13 @@ class LangCellZeroShot(CheckpointPredictionTask):
     """Zero-shot cell-type annotation with a trained LangCell model (predict only).
 
     Args:
-        init_from: the checkpoint to use (the name every task gives "start from this checkpoint"):
-            our format, the official layout, a Lightning ``.ckpt`` or a registered name.
+        init_from, text_tokenizer, output, overwrite: see :class:`CheckpointPredictionTask`
+            (``output``: the annotated .h5ad copies).
         classes: candidate classes: None (the labels of ``data.label_column``), a list of labels
             or CL ids, or a type2text JSON (label or id → definition).
         type2text: definitions overriding the ontology; ``allow_missing_definitions``: score
             classes that have none as ``"cell type: X; "`` instead of raising.
-        text_tokenizer: text tokenizer path; None: the checkpoint's.
         alpha, top_k, temperature, class_chunk_size: see ``ZeroShotScorer``.
-        output: annotated .h5ad to write (one input), or a folder (several inputs); None:
-            ``<trainer.default_root_dir>/<input name>.langcell.h5ad``.
-        overwrite: replace existing outputs.
         hierarchy, backoff_threshold, ancestor_threshold: Cell Ontology term per cell with
             back-off to a sure ancestor (see ``annotate`` and
             :mod:`lightning_langcell.inference.hierarchy`).
@@ -113,19 +109,16 @@ class LangCellZeroShot(CheckpointPredictionTask):
         classes: Sequence[str] | str | None = None,
         type2text: str | None = None,
         allow_missing_definitions: bool = False,
-        text_tokenizer: str | None = None,
         alpha: float = OFFICIAL_ALPHA,
         top_k: int | None = None,
         temperature: float = OFFICIAL_TEMPERATURE,
         class_chunk_size: int = 32,
-        output: str | None = None,
-        overwrite: bool = False,
         hierarchy: bool = False,
         backoff_threshold: float = DEFAULT_THRESHOLD,
         ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
+        **kwargs,
     ):
-        super().__init__(init_from, text_tokenizer)
-        self.save_hyperparameters()
+        super().__init__(init_from, **kwargs)  # saves the hyperparameters
         self.candidates = None
         self.scorer = None
         self.class_hierarchy = None
