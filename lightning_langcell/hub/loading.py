@@ -56,16 +56,12 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 
 def load_model_with_report(
-    name_or_path: str | os.PathLike,
-    trust_pickle: bool = False,
-    *,
-    attn_implementation: str | None = None,
-    download: bool = False,
-    revision: str | None = None,
-    **options: Any,
+    name_or_path: str | os.PathLike, trust_pickle: bool = False, **options: Any
 ) -> tuple[LangCellModel, LoadReport]:
-    """Like :func:`load_model`, also returning the ``LoadReport`` (loaded / initialised / unused / notes)."""
-    path = resolve_checkpoint(name_or_path, download, revision)
+    """Like :func:`load_model` (the same arguments), also returning the ``LoadReport`` (loaded /
+    initialised / unused / notes)."""
+    attn_implementation = options.pop("attn_implementation", None)
+    path = resolve_checkpoint(name_or_path, options.pop("download", False), options.pop("revision", None))
     handler = detect_format(path)
     options = {key: value for key, value in options.items() if value is not None}
     if set(options) - set(handler.load_options):
