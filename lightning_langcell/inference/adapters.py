@@ -56,10 +56,15 @@ def check_labelled(embeddings: torch.Tensor, labels: torch.Tensor, text_embeddin
                                  "Map each labelled cell's label to its candidate class index.")
 
 
-def standardize_rows(scores: torch.Tensor) -> torch.Tensor:
-    """Each row [.., C] shifted to mean 0 and scaled to sd 1 over the classes (sd 0 rows: just shifted)."""
-    centred = scores - scores.mean(dim=-1, keepdim=True)
-    return centred / centred.std(dim=-1, keepdim=True, unbiased=False).clamp_min(1e-8)
+def standardize_rows(scores: torch.Tensor, counted: torch.Tensor | None = None) -> torch.Tensor:
+    """Each row [.., C] shifted to mean 0 and scaled to sd 1 over the classes (sd 0 rows: just
+    shifted); ``counted`` (bool, same shape): the entries the mean and sd are taken over."""
+    counted = torch.ones_like(scores, dtype=torch.bool) if counted is None else counted
+    n = counted.sum(dim=-1, keepdim=True).clamp_min(1)
+    mean = torch.where(counted, scores, 0).sum(dim=-1, keepdim=True) / n
+    centred = scores - mean
+    sd = (torch.where(counted, centred, 0).pow(2).sum(dim=-1, keepdim=True) / n).sqrt()
+    return centred / sd.clamp_min(1e-8)
 
 
 def class_sums(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,10 +76,12 @@ def class_sums(embeddings: torch.Tensor, labels: torch.Tensor, n_classes: int) -
 
 def blend_scores(text_term: torch.Tensor, prototype_term: torch.Tensor, has_prototype: torch.Tensor,
                  weight: float) -> torch.Tensor:
-    """``(1 − w)·std(text) + w·std(prototype)``; columns (or entries) without a prototype use the text term."""
-    text_term = text_term.double()
-    prototype_term = torch.where(has_prototype, prototype_term.double(), text_term)
-    return (1.0 - weight) * standardize_rows(text_term) + weight * standardize_rows(prototype_term)
+    """``(1 − w)·std(text) + w·std(prototype)``; entries without a prototype (``has_prototype``
+    False) take the standardised text term in both parts (the prototype term is standardised
+    over the entries with a prototype only)."""
+    text_term = standardize_rows(text_term.double())
+    prototype_term = torch.where(has_prototype, standardize_rows(prototype_term.double(), has_prototype), text_term)
+    return (1.0 - weight) * text_term + weight * prototype_term
 
 
 @dataclass(frozen=True)

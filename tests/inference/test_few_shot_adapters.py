@@ -152,3 +152,17 @@ def test_few_shot_annotate_refuses_reference_labels_outside_classes(reference_an
         few_shot_annotate(query, tiny_checkpoint, reference, classes=["CL:0000236", "CL:0000623"])
     with pytest.raises(LangCellInputError, match="Unknown adapter"):
         few_shot_annotate(query, tiny_checkpoint, reference, adapter="knn")
+
+
+def test_class_without_labelled_cells_keeps_its_text_score():
+    cells, labels = clustered_cells(3, seed=0)
+    keep = labels < 3  # class 3 has no labelled cell
+    adapter = fit_prototype_adapter(cells[keep], labels[keep], WRONG_TEXTS)
+    assert adapter.has_prototype.tolist() == [True, True, True, False]
+    test_cells, _ = clustered_cells(5, seed=1)
+    text = standardize_rows(F.normalize(test_cells.double(), dim=-1) @ F.normalize(WRONG_TEXTS.double(), dim=-1).T)
+    at_one = adapter.scores(test_cells, weight=1.0)
+    torch.testing.assert_close(at_one[:, 3], text[:, 3])
+    # the prototype part is standardised over the 3 classes with a prototype only
+    torch.testing.assert_close(at_one[:, :3].mean(dim=1), torch.zeros(len(test_cells), dtype=torch.float64))
+    torch.testing.assert_close(at_one[:, :3].std(dim=1, unbiased=False), torch.ones(len(test_cells), dtype=torch.float64))
