@@ -1,5 +1,5 @@
 """Using a trained model: zero-shot cell-type annotation (scoring engine, AnnData API, output,
-the ontology's hierarchy, open-set scores), cell embeddings' scores and cell ↔ text retrieval."""
+the ontology's hierarchy, open-set scores, few-shot adapters), cell embeddings' scores and cell ↔ text retrieval."""
 
 from lightning_langcell.inference.annotate import annotate, load_zero_shot_model
 from lightning_langcell.inference.classes import CandidateClasses, candidate_classes, truth_indices
@@ -11,6 +11,7 @@ from lightning_langcell.inference.embedding_metrics import (
     silhouette_batch,
     silhouette_label,
 )
+from lightning_langcell.inference.few_shot_annotate import few_shot_annotate
 from lightning_langcell.inference.hierarchy import ClassHierarchy, HierarchicalPredictions, hierarchical_scores
 from lightning_langcell.inference.open_set import left_out_auroc, unknown_score
 from lightning_langcell.inference.output import CellEmbeddings, ZeroShotAnnotations, write_annotated_copy, write_h5ad
@@ -40,6 +41,7 @@ __all__ = [
     "embed_texts",
     "embedding_scores",
     "encode_class_texts",
+    "few_shot_annotate",
     "fused_match_logits",
     "hierarchical_scores",
     "knn_batch_mixing",

@@ -110,10 +110,13 @@ def candidate_classes(
     Args:
         classes: None (the distinct labels of ``obs[label_column]``, texts from their ontology
             ids in ``obs[f"{label_column}_ontology_term_id"]`` when present); a list of labels or
-            CL ids; or a type2text mapping / JSON path whose keys are the classes.
+            CL ids; a type2text mapping / JSON path whose keys are the classes; or an already
+            resolved :class:`CandidateClasses` (returned as is).
         type2text: definitions overriding the ontology (label or id → definition).
         allow_missing_definitions: accept classes with no definition (text ``"cell type: X; "``).
     """
+    if isinstance(classes, CandidateClasses):
+        return classes
     overrides = dict(_read_mapping(type2text)) if type2text is not None else {}
     if classes is None:
         if obs is None or label_column is None:

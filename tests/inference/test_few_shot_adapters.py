@@ -1,0 +1,168 @@
+"""Few-shot adapters: prototype blend with leave-one-out weight, text-initialised linear probe, API."""
+
+import anndata
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_langcell.errors import LangCellInputError
+from lightning_langcell.inference.adapters import (
+    fit_probe_adapter,
+    fit_prototype_adapter,
+    standardize_rows,
+)
+from lightning_langcell.inference.few_shot_annotate import few_shot_annotate
+
+N_CLASSES, DIM = 4, 16
+CENTRES = torch.randn(N_CLASSES, DIM, generator=torch.Generator().manual_seed(123))
+WRONG_TEXTS = CENTRES.roll(1, dims=0) + 0.5 * torch.randn(N_CLASSES, DIM, generator=torch.Generator().manual_seed(7))
+
+
+def clustered_cells(per_class: int, seed: int, spread: float = 0.3):
+    """Cells around 4 fixed random class centres (embeddings [n, DIM], labels [n])."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(N_CLASSES).repeat_interleave(per_class)
+    return CENTRES[labels] + spread * torch.randn(len(labels), DIM, generator=generator), labels
+
+
+def accuracy(predicted, labels) -> float:
+    return float((predicted == labels).double().mean())
+
+
+def test_informative_prototypes_get_weight_and_beat_text_only():
+    texts = WRONG_TEXTS  # each text sits near another class's cells
+    cells, labels = clustered_cells(5, seed=0)
+    adapter = fit_prototype_adapter(cells, labels, texts)
+    test_cells, test_labels = clustered_cells(50, seed=1)
+    text_only = accuracy(adapter.scores(test_cells, weight=0.0).argmax(-1), test_labels)
+    assert adapter.weight > 0
+    assert adapter.loo_accuracy[adapter.weight] == 1.0 > adapter.loo_accuracy[0.0]
+    assert accuracy(adapter.predict(test_cells), test_labels) == 1.0
+    assert text_only < 0.3
+
+
+def test_noise_prototypes_keep_zero_shot():
+    cells = torch.randn(20, DIM, generator=torch.Generator().manual_seed(3))  # embeddings say nothing
+    labels = torch.arange(N_CLASSES).repeat_interleave(5)
+    texts = torch.randn(N_CLASSES, DIM)
+    zero_shot = F.one_hot(labels, N_CLASSES).double() * 2.0 + 0.1 * torch.rand(20, N_CLASSES)  # right on every cell
+    adapter = fit_prototype_adapter(cells, labels, texts, text_scores=zero_shot)
+    assert adapter.weight == 0.0 and adapter.loo_accuracy[0.0] == 1.0
+    new_cells = torch.randn(30, DIM, generator=torch.Generator().manual_seed(4))
+    new_scores = torch.randn(30, N_CLASSES, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(adapter.predict(new_cells, new_scores), new_scores.argmax(-1))
+    torch.testing.assert_close(adapter.scores(new_cells, new_scores), standardize_rows(new_scores.double()))
+
+
+def test_leave_one_out_by_hand():
+    """Two classes, 2 cells each: LOO at w = 1 scores each cell against the other cell of its class."""
+    cells = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1], [0.1, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])  # cell 0's classmate is closest to class 1's cells: LOO fails on all
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    adapter = fit_prototype_adapter(cells, labels, texts, grid=(0.0, 1.0))
+    # w = 0: cos to the texts -> cells 0, 3 right (cell 1 -> class 1, cell 2 -> class 0)
+    assert adapter.loo_accuracy == {0.0: 0.5, 1.0: 0.0}
+    assert adapter.weight == 0.0
+
+
+def test_one_cell_per_class_at_weight_one_predicts_itself():
+    cells, labels = clustered_cells(1, seed=2, spread=1.0)
+    adapter = fit_prototype_adapter(cells, labels, torch.randn(N_CLASSES, DIM))
+    assert torch.equal(adapter.scores(cells, weight=1.0).argmax(-1), labels)
+    assert set(adapter.loo_accuracy) == {round(0.1 * i, 1) for i in range(11)}
+
+
+def test_probe_starts_at_text_classifier_and_learns():
+    cells, labels = clustered_cells(5, seed=0)
+    texts = WRONG_TEXTS
+    start = fit_probe_adapter(cells, labels, texts, steps=0)
+    ctc = F.normalize(cells, dim=-1) @ F.normalize(texts, dim=-1).T / 0.05
+    torch.testing.assert_close(start.scores(cells), ctc)
+    trained = fit_probe_adapter(cells, labels, texts, steps=200)
+    test_cells, test_labels = clustered_cells(50, seed=1)
+    assert accuracy(start.predict(test_cells), test_labels) < 0.3
+    assert accuracy(trained.predict(test_cells), test_labels) == 1.0
+    pinned = fit_probe_adapter(cells, labels, texts, steps=200, l2_to_init=1e4)  # stays near the texts
+    assert (pinned.weight * 0.05 - F.normalize(texts, dim=-1)).abs().max() < 1e-2
+    assert (trained.weight * 0.05 - F.normalize(texts, dim=-1)).abs().max() > 0.1
+
+
+def test_fits_are_deterministic():
+    cells, labels = clustered_cells(3, seed=0)
+    texts = torch.randn(N_CLASSES, DIM)
+    first, second = (fit_probe_adapter(cells, labels, texts, steps=50) for _ in range(2))
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
+    a, b = (fit_prototype_adapter(cells, labels, texts) for _ in range(2))
+    assert torch.equal(a.prototypes, b.prototypes) and a.weight == b.weight and a.loo_accuracy == b.loo_accuracy
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(LangCellInputError, match="class indices"):
+        fit_prototype_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 9]), torch.randn(N_CLASSES, DIM))
+    with pytest.raises(LangCellInputError, match="same E"):
+        fit_probe_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM + 1))
+
+
+# ------------------------------------------------------------------ public API, tiny checkpoint
+@pytest.fixture(scope="module")
+def reference_and_query(pbmc_h5ad, tmp_path_factory):
+    """Reference: the first scored cell of each of the 50 cells' labels; query: all 50 cells."""
+    cells = anndata.read_h5ad(pbmc_h5ad)
+    usable = (cells.obs["filter_pass"].astype(int) == 1) & (np.asarray(cells.X.sum(axis=1)).ravel() > 0)
+    first = cells.obs[usable.to_numpy()].reset_index().groupby("cell_type", observed=True).first()
+    positions = [cells.obs_names.get_loc(name) for name in first[cells.obs.index.name or "index"]]
+    return cells[sorted(positions)].copy(), cells
+
+
+@pytest.mark.parametrize("adapter", ["prototype", "probe"])
+def test_few_shot_annotate_on_tiny_checkpoint(reference_and_query, tiny_checkpoint, adapter):
+    reference, query = reference_and_query
+    result = few_shot_annotate(query, tiny_checkpoint, reference, adapter=adapter, batch_size=8)
+    info = result.uns["langcell"]["few_shot"]
+    classes = list(result.uns["langcell_classes"])
+    assert classes == sorted(reference.obs["cell_type"].unique()) and info["n_reference_cells"] == len(classes)
+    scores = result.obsm["langcell_few_shot_scores"]
+    assert scores.shape == (50, len(classes))
+    scored = ~np.isnan(scores).any(axis=1)
+    assert scored.sum() == 48  # cell 3 filtered, cell 29 empty
+    predicted = result.obs["langcell_few_shot_prediction"].astype(object).to_numpy()
+    assert list(predicted[scored]) == [classes[i] for i in scores[scored].argmax(axis=1)]
+    assert "accuracy" in info["metrics"] and info["metrics"]["n_evaluated"] == 48
+    embeddings = torch.from_numpy(result.obsm["X_langcell"][scored])
+    if adapter == "prototype":
+        zero_shot = result.obs["langcell_prediction"].astype(object).to_numpy()
+        if info["blend_weight"] == 0.0:
+            assert list(predicted[scored]) == list(zero_shot[scored])
+        # refitted on the reference's own embeddings: at w = 1 each reference cell is its own prototype
+        in_query = [query.obs_names.get_loc(name) for name in reference.obs_names]
+        labels = torch.tensor([classes.index(c) for c in reference.obs["cell_type"]])
+        ref_embeddings = torch.from_numpy(result.obsm["X_langcell"][in_query])
+        refit = fit_prototype_adapter(ref_embeddings, labels, torch.randn(len(classes), embeddings.shape[1]))
+        assert torch.equal(refit.scores(ref_embeddings, weight=1.0).argmax(-1), labels)
+        log_probs = torch.from_numpy(result.obsm["langcell_probabilities"][in_query]).clamp_min(1e-12).log()
+        unused_texts = torch.ones(len(classes), embeddings.shape[1])  # the text term is the zero-shot score
+        refit = fit_prototype_adapter(ref_embeddings, labels, unused_texts, text_scores=log_probs)
+        assert refit.weight == info["blend_weight"]
+
+
+def test_few_shot_annotate_refuses_reference_labels_outside_classes(reference_and_query, tiny_checkpoint):
+    reference, query = reference_and_query
+    with pytest.raises(LangCellInputError, match="not among the candidate classes"):
+        few_shot_annotate(query, tiny_checkpoint, reference, classes=["CL:0000236", "CL:0000623"])
+    with pytest.raises(LangCellInputError, match="Unknown adapter"):
+        few_shot_annotate(query, tiny_checkpoint, reference, adapter="knn")
+
+
+def test_class_without_labelled_cells_keeps_its_text_score():
+    cells, labels = clustered_cells(3, seed=0)
+    keep = labels < 3  # class 3 has no labelled cell
+    adapter = fit_prototype_adapter(cells[keep], labels[keep], WRONG_TEXTS)
+    assert adapter.has_prototype.tolist() == [True, True, True, False]
+    test_cells, _ = clustered_cells(5, seed=1)
+    text = standardize_rows(F.normalize(test_cells.double(), dim=-1) @ F.normalize(WRONG_TEXTS.double(), dim=-1).T)
+    at_one = adapter.scores(test_cells, weight=1.0)
+    torch.testing.assert_close(at_one[:, 3], text[:, 3])
+    # the prototype part is standardised over the 3 classes with a prototype only
+    torch.testing.assert_close(at_one[:, :3].mean(dim=1), torch.zeros(len(test_cells), dtype=torch.float64))
+    torch.testing.assert_close(at_one[:, :3].std(dim=1, unbiased=False), torch.ones(len(test_cells), dtype=torch.float64))
