@@ -220,3 +220,18 @@ def test_annotate_with_a_preset_uses_the_cache(pbmc_h5ad, tiny_checkpoint, tmp_p
     predictions = first.obs["langcell_prediction"].dropna()
     assert set(predictions) <= set(candidate_classes("preset:blood").names) and len(predictions) == 48
     assert first.obs["langcell_prediction"].equals(second.obs["langcell_prediction"])
+
+
+def test_benchmark_ontology_table_fits_the_official_cost_linearly(tmp_path):
+    from benchmarks.zero_shot_benchmark import main
+
+    result = main(["--quick", "--ontology-only", "--ontology-scaling", "4,10,40", "--official-max-classes", "10",
+                   "--text-sample", "20", "--genes", "30", "--threads", "1", "--ontology-k", "3"])["ontology_scaling"]
+    rows = {row["classes"]: row for row in result["rows"]}
+    assert [row["official_measured"] for row in result["rows"]] == [True, True, False]
+    assert [row["stand_in_embeddings"] for row in result["rows"]] == [0, 0, 20]
+    fitted = result["cell_encoder_s_per_cell"] + 40 * result["official_fit_s_per_class"]
+    assert rows[40]["official_s_per_cell"] == pytest.approx(fitted)
+    assert rows[40]["speedup"] == pytest.approx(fitted / rows[40]["ours_s_per_cell"])
+    assert rows[4]["text_measured"] and not rows[40]["text_measured"]
+    assert rows[40]["text_one_off_s"] > rows[10]["text_one_off_s"] > 0
