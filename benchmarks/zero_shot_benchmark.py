@@ -7,6 +7,8 @@ same settings.
     python -m benchmarks.zero_shot_benchmark --bf16           # + the bf16 autocast rows in both tables
     python -m benchmarks.zero_shot_benchmark --class-scaling 8,16,32 --ks '' --scaling '' --real-data ''
                                                               # cost against the number of classes
+    python -m benchmarks.zero_shot_benchmark --ontology-only --ontology-scaling 10,100,1000,all --genes 2047 \
+        --threads 1 --official-max-classes 100       # up to the whole Cell Ontology (3,221 classes)
 
 Model: ``LangCellConfig.preset("langcell")`` (12-layer cell encoder 512 wide, 12-layer text
 encoder 768 wide) with seeded random weights: every tensor random (LayerNorm weights 1 ± 0.2,
@@ -36,6 +38,18 @@ Cases (each times everything after the model is built: cell encoding, class text
   packed pass over all classes, last layer on ``[CLS]`` only).
 - ``ours top-k``: the matcher on each cell's k best CTC classes only.
 - ``cell encoder only`` / ``ours alpha=1``: the floor no matcher variant can go below.
+
+Whole-ontology table (``--ontology-scaling``): class counts up to every bundled Cell Ontology term
+with a definition (``all``; the PBMC types first, then CL terms in id order), on
+``--ontology-cells`` cells. Both sides get the class-text embeddings computed before the per-cell
+timing (ours reads them from its on-disk cache in real use): ``official`` = cell encoder + one full
+multimodal pass per class (SDPA), timed at 1 class and each count up to ``--official-max-classes``
+and beyond fitted as ``a + s × classes`` (least squares on the timed counts; rows marked
+"fitted"); ``ours`` =
+:class:`ZeroShotScorer` top-k (``--ontology-k``), timed at every count. The one-off text cost is
+timed on the first ``--text-sample`` texts and fitted per text token beyond; classes beyond the
+sample get random unit embeddings (they only rank the CTC candidates, the matcher reads their real
+texts), counted in the "stand-in embeddings" column.
 
 Agreement = fraction of cells whose prediction equals the official one (fp32), agreement with
 ours exact = the same against ``ours exact`` (fp32); max |Δp| = largest difference of final
@@ -253,6 +267,90 @@ def real_cells_curve(data: str, checkpoint: str, batch_size: int, repeats: int, 
     return rows
 
 
+def official_matcher_only(model, encoded, cell_ids, text_embedding):
+    """The released per-class algorithm with the class-text embeddings given (computed outside the
+    timing, as ours gets them from its cache): cell encoder, then one multimodal pass per class."""
+    from lightning_langcell.inference.zero_shot import per_class_match_logits
+    from lightning_langcell.models.zero_shot_scores import zero_shot_scores
+
+    mask = torch.ones_like(cell_ids)
+    hidden, cell_embedding = model.encode_cells(cell_ids, mask)
+    logits = per_class_match_logits(model, encoded["input_ids"], encoded["attention_mask"], hidden, mask)
+    return zero_shot_scores(cell_embedding, text_embedding, logits).final_probs
+
+
+def ontology_class_texts(model, encoded: dict, n_sample: int, seed: int):
+    """(ClassTexts of every class, text seconds of the sample, text tokens of the sample).
+
+    The first ``n_sample`` texts are encoded for real (chunks of 256, through no cache: this is the
+    one-off cost being timed); the embeddings of the classes beyond stand in as random unit vectors
+    (they only rank the CTC candidates; the matcher reads the real texts), for timing only.
+    """
+    from lightning_langcell.inference.zero_shot import ClassTexts, encode_class_texts
+
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    sample = min(n_sample, ids.shape[0])
+    encoded_sample, seconds, _ = timed(encode_class_texts, model, ids[:sample], mask[:sample], 256)
+    rest = torch.randn(ids.shape[0] - sample, encoded_sample.embedding.shape[1],
+                       generator=torch.Generator().manual_seed(seed)).to(encoded_sample.embedding)
+    embedding = torch.cat([encoded_sample.embedding, torch.nn.functional.normalize(rest, dim=-1)])
+    return ClassTexts(ids, mask, embedding), seconds, int(mask[:sample].sum())
+
+
+def ontology_scaling(args, model, cells) -> dict:
+    """Class-scaling table up to the whole Cell Ontology: ours top-k per cell (class texts encoded
+    once, outside the per-cell time) against the released per-class algorithm, measured up to
+    ``--official-max-classes`` and fitted linearly in the class count beyond (see ``--help``)."""
+    from lightning_langcell.inference.class_sets import all_class_ids
+    from lightning_langcell.inference.classes import candidate_classes
+    from lightning_langcell.inference.zero_shot import ClassTexts, ZeroShotScorer
+    from lightning_langcell.text import load_text_tokenizer, tokenize_texts
+
+    every = all_class_ids()
+    counts = [len(every) if count == "all" else int(count) for count in args.ontology_scaling]
+    ids = class_ids(max(counts))
+    tokenizer = load_text_tokenizer()
+    encoded = tokenize_texts(candidate_classes(ids).texts, tokenizer, max_length=model.config.text_length())
+    texts, text_seconds, sample_tokens = ontology_class_texts(model, encoded, args.text_sample, args.seed)
+    tokens = encoded["attention_mask"].sum(1).cumsum(0)
+    per_token = text_seconds / sample_tokens
+    n_cells = cells.shape[0]
+    timed(cell_encoder_only, model, None, cells)  # warm-up: first-call allocations stay out of the timings
+    _, encoder_s, _ = timed(cell_encoder_only, model, None, cells)
+    official, rows = {}, []
+    for count in sorted({1, *(c for c in counts if c <= args.official_max_classes)}):
+        subset = first_classes(encoded, count)
+        _, seconds, _ = timed(official_matcher_only, model, subset, cells, texts.embedding[:count])
+        official[count] = seconds / n_cells
+    design = torch.tensor([[1.0, float(count)] for count in official])
+    fixed, per_class = torch.linalg.lstsq(design, torch.tensor(list(official.values()))[:, None]).solution[:, 0].tolist()
+    for count in counts:
+        first = ClassTexts(texts.input_ids[:count], texts.attention_mask[:count], texts.embedding[:count])
+        scorer = ZeroShotScorer(model, first, top_k=args.ontology_k)
+        _, seconds, _ = timed(scorer, cells, torch.ones_like(cells))
+        baseline = official.get(count, fixed + per_class * count)
+        text_cost = per_token * float(tokens[count - 1])
+        rows.append({"classes": count, "official_s_per_cell": baseline, "official_measured": count in official,
+                     "ours_s_per_cell": seconds / n_cells, "speedup": baseline / (seconds / n_cells),
+                     "text_one_off_s": text_cost, "text_measured": count <= args.text_sample,
+                     "stand_in_embeddings": max(count - args.text_sample, 0)})
+    print(f"\n# class scaling to the whole Cell Ontology ({len(every)} terms with a definition): {n_cells} cell(s) x "
+          f"{args.genes} genes, ours top-{args.ontology_k}; cell encoder alone {encoder_s / n_cells:.2f} s/cell; "
+          f"official timed at {sorted(official)} classes, fit: {fixed:.2f} + {per_class:.3f} x classes s/cell; class texts "
+          f"{per_token * 1000:.2f} s per 1,000 text tokens ({sample_tokens} tokens of {min(args.text_sample, len(ids))} "
+          f"texts timed)")
+    print("| classes | official s/cell | ours top-k s/cell | x official | ours one-off class texts s | "
+          "stand-in embeddings |\n" + "|---" * 6 + "|")
+    for row in rows:
+        mark = "" if row["official_measured"] else " (fitted)"
+        text_mark = "" if row["text_measured"] else " (fitted)"
+        print(f"| {row['classes']} | {row['official_s_per_cell']:.2f}{mark} | {row['ours_s_per_cell']:.2f} | "
+              f"{row['speedup']:.1f}{mark} | {row['text_one_off_s']:.1f}{text_mark} | {row['stand_in_embeddings']} |")
+    return {"rows": rows, "cell_encoder_s_per_cell": encoder_s / n_cells, "official_fit_s_per_class": per_class,
+            "official_fit_fixed_s": fixed, "official_measured_s_per_cell": official,
+            "text_s_per_token": per_token, "cells": n_cells, "k": args.ontology_k}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cells", type=int, default=8, help="cells of the main comparison")
@@ -264,6 +362,16 @@ def main(argv=None) -> dict:
                         help="class counts timed for ours exact and the official loop ('' = none)")
     parser.add_argument("--class-scaling-k", type=int, default=3,
                         help="top-k also timed in the class-count table (0 = none)")
+    parser.add_argument("--ontology-scaling", default="",
+                        help="class counts of the whole-ontology table, e.g. 10,100,1000,all ('' = none)")
+    parser.add_argument("--ontology-only", action="store_true", help="run only the whole-ontology table")
+    parser.add_argument("--ontology-cells", type=int, default=1, help="cells of the whole-ontology table")
+    parser.add_argument("--ontology-k", type=int, default=5, help="top-k of ours in the whole-ontology table")
+    parser.add_argument("--official-max-classes", type=int, default=100,
+                        help="largest class count the official algorithm is timed at (a linear fit beyond)")
+    parser.add_argument("--text-sample", type=int, default=10**6,
+                        help="class texts encoded for real in the whole-ontology table (the one-off text cost "
+                             "is fitted per token beyond, and the other classes' embeddings stand in as random)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="timings keep the best of this many runs")
     parser.add_argument("--no-eager-row", dest="eager_row", action="store_false",
@@ -286,6 +394,7 @@ def main(argv=None) -> dict:
     args.scaling = [int(n) for n in args.scaling.split(",") if n]
     args.class_scaling = [int(n) for n in args.class_scaling.split(",") if n]
     args.real_data = [path for path in args.real_data.split(",") if path]
+    args.ontology_scaling = [count for count in args.ontology_scaling.split(",") if count]
     seen = [path for path in args.real_data if Path(path).stem in SEEN_IN_PRETRAINING]
     if seen:
         from lightning_langcell.errors import LangCellInputError
@@ -301,6 +410,9 @@ def run(args) -> dict:
     device = torch.device(args.device)
     model, encoded, all_cells = build_inputs(args)
     model = model.to(device)
+    if args.ontology_only:
+        return {"settings": vars(args),
+                "ontology_scaling": ontology_scaling(args, model, all_cells[: args.ontology_cells].to(device))}
     every_text = {key: value.to(device) for key, value in encoded.items()}
     encoded = first_classes(every_text, args.classes)
     all_cells = all_cells.to(device)
@@ -392,6 +504,8 @@ def run(args) -> dict:
         fast = by_classes.get((top, n_classes), (None, None))[1]
         fast_cells = "- | -" if fast is None else f"{fast:.2f} | {base / fast:.2f}"
         print(f"| {n_classes} | {base:.2f} | {own:.2f} | {base / own:.2f} | {fast_cells} |")
+    if args.ontology_scaling:
+        results["ontology_scaling"] = ontology_scaling(args, model, all_cells[: args.ontology_cells])
     real_files = [path for path in args.real_data if Path(path).is_file()]
     missing = [path for path in args.real_data if path not in real_files]
     if missing:

@@ -38,7 +38,8 @@ from lightning_langcell.inference.hierarchy import (
 )
 from lightning_langcell.inference.metrics import classification_scores
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
-from lightning_langcell.inference.zero_shot import ZeroShotScorer, encode_class_texts
+from lightning_langcell.inference.text_cache import cached_class_texts
+from lightning_langcell.inference.zero_shot import ZeroShotScorer
 from lightning_langcell.models.langcell import LangCellModel
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 
@@ -102,11 +103,12 @@ def tokenize_class_texts(texts: list[str], tokenizer: Any, model: LangCellModel)
 
 
 def build_scorer(model: LangCellModel, classes: CandidateClasses, text_tokenizer: Any, device: torch.device,
-                 **settings: Any) -> ZeroShotScorer:
-    """A :class:`ZeroShotScorer` on ``device`` for the candidate classes (texts encoded once)."""
+                 text_cache: bool | str | os.PathLike = True, **settings: Any) -> ZeroShotScorer:
+    """A :class:`ZeroShotScorer` on ``device`` for the candidate classes (texts encoded once;
+    ``text_cache``: their embeddings through :mod:`lightning_langcell.inference.text_cache`)."""
     encoded = tokenize_class_texts(classes.texts, text_tokenizer, model)
-    texts = encode_class_texts(model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-    return ZeroShotScorer(model, texts, **settings)
+    ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+    return ZeroShotScorer(model, cached_class_texts(model, ids, mask, text_cache), **settings)
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -189,6 +191,7 @@ def annotate(
     hierarchy: bool = False,
     backoff_threshold: float = DEFAULT_THRESHOLD,
     ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
+    text_cache: bool | str | os.PathLike = True,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -196,7 +199,9 @@ def annotate(
         adata_or_path: AnnData or .h5ad path with raw counts and Ensembl gene ids.
         model_or_path: a :class:`LangCellModel`, a checkpoint path or a registered name.
         classes: candidate classes: None (the labels of ``obs[label_column]``), a list of labels
-            or CL ids, or a type2text mapping / JSON path (label or id → definition).
+            or CL ids, a type2text mapping / JSON path (label or id → definition), or a class set:
+            ``"CL:all"``, ``"CL:0000988+"`` (a term and its descendants), ``"preset:blood"``
+            (see :mod:`lightning_langcell.inference.class_sets`; use ``top_k`` with many classes).
         label_column: obs column of the ground truth (metrics computed when present).
         alpha: CTC weight of the blend (0.1 official; 1.0 = CTC only, no matcher).
         top_k: run the matcher on each cell's k best CTC classes only (None: exact scores).
@@ -214,6 +219,9 @@ def annotate(
             scores in ``uns["langcell"]["hierarchy"]``; see
             :mod:`lightning_langcell.inference.hierarchy`; the default ``backoff_threshold`` 0 never
             backs off: none helped on the pre-training data, see ``benchmarks/hierarchy_thresholds.py``).
+        text_cache: keep the class-text embeddings on disk, keyed by the checkpoint's text weights
+            and the tokenized texts (True: under ``$LANGCELL_CACHE``; a directory; False: off), so
+            ``classes="CL:all"`` (3,221 texts) is encoded once per checkpoint.
     """
     import anndata
 
@@ -244,7 +252,7 @@ def annotate(
     check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
     has_truth = label_column is not None and label_column in adata.obs.columns
     model = model.to(device)
-    scorer = build_scorer(model, candidates, text_tok, device, alpha=alpha, top_k=top_k,
+    scorer = build_scorer(model, candidates, text_tok, device, text_cache, alpha=alpha, top_k=top_k,
                           temperature=temperature, class_chunk_size=class_chunk_size)
     started = time.perf_counter()
     rows, tokens = tokenize_cells(adata, cell_tokenizer)

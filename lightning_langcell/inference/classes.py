@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError, shorten
+from lightning_langcell.inference.class_sets import CLASS_SET_HELP, class_presets, class_set_ids, is_class_set
 from lightning_langcell.text import CellTextBuilder, Ontology, normalize_label, normalize_term_id
 from lightning_langcell.text.ontology import is_term_id
 
@@ -110,14 +111,17 @@ def candidate_classes(
     Args:
         classes: None (the distinct labels of ``obs[label_column]``, texts from their ontology
             ids in ``obs[f"{label_column}_ontology_term_id"]`` when present); a list of labels or
-            CL ids; a type2text mapping / JSON path whose keys are the classes; or an already
-            resolved :class:`CandidateClasses` (returned as is).
+            CL ids; a type2text mapping / JSON path whose keys are the classes; a class set
+            (``"CL:all"``, ``"CL:0000988+"``, ``"preset:blood"``; also as list items; see
+            :mod:`lightning_langcell.inference.class_sets`), its classes named by their labels; or
+            an already resolved :class:`CandidateClasses` (returned as is).
         type2text: definitions overriding the ontology (label or id → definition).
         allow_missing_definitions: accept classes with no definition (text ``"cell type: X; "``).
     """
     if isinstance(classes, CandidateClasses):
         return classes
     overrides = dict(_read_mapping(type2text)) if type2text is not None else {}
+    ontology = ontology if ontology is not None else Ontology.bundled()
     if classes is None:
         if obs is None or label_column is None:
             raise LangCellInputError("No candidate classes.",
@@ -127,17 +131,19 @@ def candidate_classes(
         mapping = _read_mapping(classes)
         overrides = {**mapping, **overrides}
         names = keys = [str(name) for name in mapping]
+    elif isinstance(classes, str) and is_class_set(classes):
+        names, keys = _expand_class_sets([classes], ontology)
     elif isinstance(classes, (str, os.PathLike)):
         raise LangCellInputError(f"classes={classes!r} is a single string.",
-                                 "Pass a list of labels / CL ids, or a type2text .json file.")
+                                 "Pass a list of labels / CL ids, a type2text .json file, or a class set: "
+                                 + CLASS_SET_HELP.format(names=sorted(class_presets())))
     else:
-        names = keys = [str(name).strip() for name in classes]
+        names, keys = _expand_class_sets([str(name).strip() for name in classes], ontology)
     if not names:
         raise LangCellInputError("The list of candidate classes is empty.", "Give at least one class.")
     duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicated:
         raise LangCellInputError(f"Candidate classes appear more than once: {duplicated}.", "List each class once.")
-    ontology = ontology if ontology is not None else Ontology.bundled()
     builder = CellTextBuilder(type2text=overrides or None, ontology=ontology)
     texts, missing = [], []
     with warnings.catch_warnings():
@@ -159,6 +165,23 @@ def candidate_classes(
     _warn_identical_texts(names, texts)
     term_ids = [_term_id(key, ontology) for key in keys]
     return CandidateClasses(list(names), texts, term_ids)
+
+
+def _expand_class_sets(items: Sequence[str], ontology: Ontology) -> tuple[list[str], list[str]]:
+    """(names, keys) of a class list whose items may be class sets (:mod:`.class_sets`): a set's
+    terms are named by their labels and keyed by their ids (each term once); other items stay."""
+    names, keys, expanded = [], [], set()
+    for item in items:
+        if not is_class_set(item):
+            names.append(item)
+            keys.append(item)
+            continue
+        for term_id in class_set_ids(item, ontology):
+            if term_id not in expanded:
+                expanded.add(term_id)
+                names.append(ontology.term(term_id).label)
+                keys.append(term_id)
+    return names, keys
 
 
 def _warn_identical_texts(names: Sequence[str], texts: Sequence[str]) -> None:

@@ -71,15 +71,28 @@ class ClassTexts:
         return self.input_ids.shape[0]
 
 
+def trimmed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded texts [C, L] cut to their longest real length (less padding for a subset of texts)."""
+    length = max(int(attention_mask.sum(dim=1).max()), 1)
+    return input_ids[:, :length], attention_mask[:, :length]
+
+
 @torch.no_grad()
-def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ClassTexts:
+def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       chunk_size: int | None = None) -> ClassTexts:
     """Embed C class texts once (inference; equal to ``model.encode_texts`` one by one within ~1e-6).
 
     The texts run packed without padding (the text encoder's ``text_prefix``/``candidates``
     options, last layer on ``[CLS]`` only), and their :class:`TextPrefix` is kept for the matcher.
+    ``chunk_size``: encode at most this many texts at once (bounded memory for thousands of
+    classes); with more texts than that no prefix is kept (:class:`ZeroShotScorer` builds it).
     """
     if input_ids.ndim != 2 or input_ids.shape[0] == 0:
         raise LangCellInputError("No class texts to score against.", "Give at least one candidate class.")
+    if chunk_size is not None and input_ids.shape[0] > chunk_size:
+        parts = [encode_class_texts(model, *trimmed(ids, mask)).embedding
+                 for ids, mask in zip(input_ids.split(chunk_size), attention_mask.split(chunk_size))]
+        return ClassTexts(input_ids, attention_mask, torch.cat(parts))
     prefix = model.text_bert.text_prefix(input_ids, attention_mask)
     everything = torch.arange(input_ids.shape[0], device=input_ids.device)[None]
     cls_hidden = model.text_bert(mode="text", text_prefix=prefix, candidates=everything)[0]
@@ -214,15 +227,25 @@ class ZeroShotScorer:
         self.prefix = None
         if self.uses_matcher:
             self.prefix = classes.prefix
-            if self.prefix is None:  # ClassTexts built by hand
+            if self.prefix is None and (top_k is None or top_k >= len(classes)):  # exact mode: every class
                 self.prefix = model.text_bert.text_prefix(classes.input_ids, classes.attention_mask)
 
     def match_probability(self, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor | None,
                           candidates: torch.Tensor) -> torch.Tensor:
-        """Match probabilities [B, K] of each cell with its candidate classes [B, K]."""
+        """Match probabilities [B, K] of each cell with its candidate classes [B, K].
+
+        Without a prefix of every class (top-k over texts encoded in chunks, e.g. thousands of
+        classes) the prefix is built for this batch's distinct candidates only: memory and text
+        work grow with B·K, not with C.
+        """
+        prefix = self.prefix
+        if prefix is None:
+            union, candidates = candidates.unique(return_inverse=True)
+            ids, mask = trimmed(self.classes.input_ids[union], self.classes.attention_mask[union])
+            prefix = self.model.text_bert.text_prefix(ids, mask)
         cross_kv = self.model.precompute_cross_kv(cell_hidden)
         chunks = [
-            fused_match_logits(self.model, self.prefix, cross_kv, cell_attention_mask, part)
+            fused_match_logits(self.model, prefix, cross_kv, cell_attention_mask, part)
             for part in candidates.split(self.class_chunk_size, dim=1)
         ]
         return ctm_match_probability(at_least_fp32(torch.cat(chunks, dim=1)))

@@ -94,6 +94,7 @@ class Ontology:
         self._terms: dict[str, dict[str, OntologyTerm]] = {}
         self._indexes: dict[str, _LabelIndex] = {}
         self._ancestors: dict[str, dict[str, int]] = {}
+        self._children: dict[str, dict[str, list[str]]] = {}
         self._replaced_by = dict(replaced_by or {})
         self.versions: dict[str, str] = dict(versions or {})
 
@@ -177,6 +178,28 @@ class Ontology:
                 distance += 1
             self._ancestors[term.id] = found
         return dict(self._ancestors[term.id])
+
+    def descendants(self, term_id: str) -> list[str]:
+        """Ids of every descendant of a term (children, their children, ...), the term itself
+        excluded, in id order; ``[]`` for an unknown id or a leaf. Inverts :attr:`OntologyTerm.parents`
+        over the term's ontology (index built once per ontology)."""
+        term = self.term(term_id)
+        if term is None:
+            return []
+        prefix = term.id.split(":", 1)[0]
+        if prefix not in self._children:
+            children: dict[str, list[str]] = {}
+            for child in self._terms_of(prefix).values():
+                for parent in child.parents:
+                    children.setdefault(parent, []).append(child.id)
+            self._children[prefix] = children
+        children, found, frontier = self._children[prefix], set(), [term.id]
+        while frontier:
+            fresh = [child for parent in frontier for child in children.get(parent, ()) if child not in found]
+            found.update(fresh)
+            frontier = fresh
+        found.discard(term.id)
+        return sorted(found)
 
     def match_label(self, text: str, ontology: str | None = "CL") -> str | None:
         """Id of the one term whose label (else synonym) equals ``text``; None if none or ambiguous.
