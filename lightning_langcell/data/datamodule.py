@@ -209,10 +209,11 @@ class LangCellDataModule(pl.LightningDataModule):
         )
 
     def _setup_columns(self) -> list[str]:
-        """The corpus columns setup reads: all but the per-cell text ones (``obs_name``: one
-        Python string per cell), unless the label or split column is one."""
+        """The corpus columns setup reads: all but ``source_index`` and the per-cell text ones
+        (``obs_name``: one Python string per cell), unless the label or split column is one."""
         wanted = set(self._obs_columns())
-        return [name for name in self.corpus.columns if self.corpus.column_kind(name) != "text" or name in wanted]
+        return [name for name in self.corpus.columns
+                if name in wanted or (name != "source_index" and self.corpus.column_kind(name) != "text")]
 
     def _labels(self, obs: pd.DataFrame) -> np.ndarray | None:
         column = self.hparams.label_column
