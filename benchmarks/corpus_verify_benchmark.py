@@ -42,11 +42,19 @@ CHUNK_CELLS = 20_000
 READ_BLOCK = 1 << 22  # the digest's read block, so the baseline reads the same way
 
 
-def write_synthetic_corpus(target: Path, cells: int, mean_length: int, seed: int) -> None:
-    """``cells`` cells of random token ids through the corpus writer (one synthetic source)."""
+def write_synthetic_corpus(target: Path, cells: int, mean_length: int, seed: int,
+                           categories: dict[str, list[str]] | None = None) -> None:
+    """``cells`` cells of random token ids through the corpus writer (one synthetic source).
+
+    ``categories``: categorical obs columns to add, each value drawn uniformly from its list
+    (after the tokens of each chunk, so the tokens do not depend on it).
+    """
+    import pandas as pd
+
     from lightning_langcell.data.corpus import DIGEST
     from lightning_langcell.data.corpus_writer import _write
 
+    categories = categories or {}
     rng = np.random.default_rng(seed)
     vocabulary = {"vocabulary_checksum": "synthetic", "vocab_size": VOCAB_SIZE,
                   "tokenizer_settings": {"synthetic": True}}
@@ -57,11 +65,13 @@ def write_synthetic_corpus(target: Path, cells: int, mean_length: int, seed: int
             n = min(CHUNK_CELLS, cells - start)
             lengths = rng.integers(mean_length // 2, mean_length * 3 // 2 + 1, n)
             flat = rng.integers(2, VOCAB_SIZE, int(lengths.sum()), dtype=np.int16)
-            writer.add_cells(flat, lengths, {}, np.full(n, code), np.arange(start, start + n),
+            columns = {name: pd.Categorical.from_codes(rng.integers(0, len(values), n), values)
+                       for name, values in categories.items()}
+            writer.add_cells(flat, lengths, columns, np.full(n, code), np.arange(start, start + n),
                              [f"cell_{i}" for i in range(start, start + n)])
         writer.sources[code].update(n_cells=cells, n_skipped=0)
 
-    _write(target, False, vocabulary, [], fill)
+    _write(target, False, vocabulary, [(name, "categorical") for name in categories], fill)
 
 
 def corpus_files(path: Path) -> list[Path]:

@@ -364,8 +364,13 @@ class CellCorpus:
     def obs(self) -> pd.DataFrame:
         """One row per cell (RangeIndex = corpus position), one column per metadata column."""
         if "obs" not in self._cache:
-            self._cache["obs"] = pd.DataFrame({name: self.column(name) for name in self._columns})
+            self._cache["obs"] = self.frame(self._columns)
         return self._cache["obs"]
+
+    def frame(self, names) -> pd.DataFrame:
+        """Columns ``names`` only, as :attr:`obs` has them (not cached): categorical columns stay
+        codes, whereas a ``text`` column is one Python string per cell."""
+        return pd.DataFrame({name: self.column(name) for name in names})
 
     # ----------------------------------------------------------------- summary
     @property

@@ -118,6 +118,7 @@ class LangCellDataModule(pl.LightningDataModule):
         self.datasets: dict[str, CellDataset] = {}
         self._text_builder = None
         self._text_tokenizer = None
+        self._metadata: pd.DataFrame | None = None
         self._train_batches: EpochTaggedBatches | None = None
         self._resume_state: dict[str, Any] | None = None
 
@@ -200,7 +201,7 @@ class LangCellDataModule(pl.LightningDataModule):
         if not self.corpus_path().exists():
             self.prepare_data()
         self.corpus = self._open_corpus()
-        obs = self.corpus.obs
+        obs = self._metadata = self.corpus.frame(self._setup_columns())
         labels = self._labels(obs)
         text_tokens, text_ids = self._texts(obs) if self.hparams.texts else (None, None)
         self.splits = self._split(obs, labels)
@@ -209,6 +210,13 @@ class LangCellDataModule(pl.LightningDataModule):
         self.datasets["predict"] = CellDataset(
             self.corpus, np.arange(len(self.corpus)), text_tokens, text_ids, labels
         )
+
+    def _setup_columns(self) -> list[str]:
+        """The corpus columns setup reads: all but ``source_index`` and the per-cell text ones
+        (``obs_name``: one Python string per cell), unless the label or split column is one."""
+        wanted = set(self._obs_columns())
+        return [name for name in self.corpus.columns
+                if name in wanted or (name != "source_index" and self.corpus.column_kind(name) != "text")]
 
     def _labels(self, obs: pd.DataFrame) -> np.ndarray | None:
         column = self.hparams.label_column
@@ -219,11 +227,14 @@ class LangCellDataModule(pl.LightningDataModule):
                 f"Label column {column!r} is not in the corpus metadata (columns: {list(obs.columns)}).",
                 "Set data.label_column to one of those columns, or to null for unlabelled data.",
             )
-        values = obs[column].astype("string")
-        known = values.notna() & (values != "")
-        self.classes = sorted(values[known].unique().tolist())
+        codes, uniques = pd.factorize(obs[column], use_na_sentinel=True)  # per distinct value, not per cell
+        names = pd.Series(uniques).astype("string")
+        known = (names.notna() & (names != "")).to_numpy()
+        self.classes = sorted(set(names[known].tolist()))
         lookup = {name: i for i, name in enumerate(self.classes)}
-        return np.array([lookup[v] if ok else -1 for v, ok in zip(values.fillna(""), known)], dtype=np.int64)
+        code_to_class = np.array([lookup[v] if ok else -1 for v, ok in zip(names.fillna(""), known)] + [-1],
+                                 dtype=np.int64)
+        return code_to_class[codes]  # a missing value's code -1 takes the appended -1
 
     def _texts(self, obs: pd.DataFrame):
         from lightning_langcell.text import CellTextBuilder, load_text_tokenizer
@@ -407,7 +418,7 @@ class LangCellDataModule(pl.LightningDataModule):
         from lightning_langcell.text import CellTextBuilder
 
         builder = self._text_builder or CellTextBuilder(type2text=self.hparams.type2text)
-        obs = self.corpus.obs
+        obs = self._metadata if self._metadata is not None else self.corpus.obs
         id_column = f"{self.hparams.label_column}_ontology_term_id"
         texts = []
         for name in self.classes:
