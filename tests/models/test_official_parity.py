@@ -30,6 +30,12 @@ def _array(fixture_dir: Path, name: str) -> torch.Tensor:
     return torch.from_numpy(np.load(fixture_dir / name))
 
 
+def _fused_cls(model, text_ids, text_mask, cell_hidden, cell_mask, cross_kv=None):
+    """The ``[CLS]`` state of the text encoder's multimodal pass (text i with cell i)."""
+    return model.text_bert(text_ids, text_mask, encoder_hidden_states=cell_hidden, encoder_attention_mask=cell_mask,
+                           mode="multimodal", cross_kv=cross_kv)[:, 0]
+
+
 def _unpadded_texts(ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """Each class text alone, [1, length], as the official notebook encodes them."""
     return [row[: int(m.sum())][None] for row, m in zip(ids, mask)]
@@ -58,15 +64,19 @@ def outputs(request, fixture_dir) -> dict[str, torch.Tensor]:
         # Official form: the class text repeated once per cell, all-ones text mask.
         n_cells = cell_ids.shape[0]
         out["ctm_cls_hidden"] = torch.stack(
-            [model.fusion_cls(t.expand(n_cells, -1), torch.ones(n_cells, t.shape[1]), hidden, cell_mask) for t in texts],
+            [_fused_cls(model, t.expand(n_cells, -1), torch.ones(n_cells, t.shape[1]), hidden, cell_mask) for t in texts],
             dim=1,
         )
         # Fast form: the cells' cross-attention key/value once, one text broadcast over all cells.
         cross_kv = model.precompute_cross_kv(hidden)
         out["ctm_cls_hidden_cached"] = torch.stack(
-            [model.fusion_cls(t, None, None, cell_mask, cross_kv=cross_kv) for t in texts], dim=1
+            [_fused_cls(model, t, None, None, cell_mask, cross_kv=cross_kv) for t in texts], dim=1
         )
         out["ctm_head_logits"] = model.ctm_head(out["ctm_cls_hidden"])
+        # match_logits is the matcher on that CLS state (the one multimodal forward).
+        first = texts[0].expand(n_cells, -1)
+        torch.testing.assert_close(model.match_logits(first, torch.ones(n_cells, first.shape[1]), hidden, cell_mask),
+                                   out["ctm_head_logits"][:, 0], rtol=0, atol=0)
         scores = zero_shot_scores(out["cell_embedding"], out["text_embedding"], out["ctm_head_logits"])
     out.update(vars(scores))
     out["cell_attention_mask"] = cell_mask
