@@ -201,7 +201,8 @@ def annotation_section(quality: dict) -> list[str]:
                 "adapter blends class prototypes with the zero-shot scores (weight by leave-one-out), the probe "
                 "adapter is a linear probe initialised from the class texts "
                 "(`lightning_langcell.inference.adapters`).", "",
-                *_marked_table(quality, adapters, [("k", "k"), ("method", "method"), ("train cells (last seed)", "n_train"),
+                *_marked_table(quality, adapters, [("k", "k"), ("method", "method"),
+                                                   ("train cells (last seed)", "n_train"),
                                                    ("test cells", "n_test"), ("accuracy", "accuracy"),
                                                    ("balanced acc.", "balanced_accuracy"),
                                                    ("macro-F1", "macro_f1")])]

@@ -23,6 +23,14 @@ cells counted as errors), mean ± sd over seeds; LangCell few-shot fine-tuning o
 (:mod:`benchmarks.fine_tune_langcell`); zero-shot of a tiny model pre-trained on the train splits
 of pbmc3k + garnett_pbmc_facs (:mod:`benchmarks.reverse_pretraining`). Where the recipes' epochs do
 not fit the CPU budget the suite's ``config`` sets fewer, and records them (``REDUCED``).
+
+Annotation rows (:mod:`benchmarks.annotation_quality`, from the zero-shot run at α = 0.1):
+few-shot adapters against zero-shot and logistic regression (same ks and seeds) and the
+leave-one-type-out AUROC of the unknown score (at most ``open_set_max_cells`` test cells) on each
+never-seen dataset; exact accuracy, hierarchical F1 and correct-or-ancestor of every dataset's
+zero-shot predictions; back-off thresholds chosen on the pre-training datasets' held-out cells
+(full runs with pre-training datasets only). Kept under ``few_shot_adapters``, ``open_set``,
+``hierarchy`` and ``hierarchy_thresholds``.
 """
 
 from __future__ import annotations
@@ -51,8 +59,8 @@ FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 
         "reverse_pretrain": {"max_epochs": 1, "max_steps": None}, "open_set_max_cells": 300,
         "hierarchy_thresholds": True}
 QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": {"epochs": 1},
-         "fine_tune": {"epochs": 1, "learning_rates": [1e-3]}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2}, "open_set_max_cells": 60,
-         "hierarchy_thresholds": False}
+         "fine_tune": {"epochs": 1, "learning_rates": [1e-3]}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2},
+         "open_set_max_cells": 60, "hierarchy_thresholds": False}
 REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU cores (1 torch thread)
     "langcell_few_shot": "recipes/few_shot.yaml trains 10 epochs; the suite trains config.langcell_few_shot.epochs "
                          "(everything else as the recipe; full test split, no test-cell subsampling)",
