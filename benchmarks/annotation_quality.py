@@ -15,10 +15,13 @@ frozen checkpoint) or, for the back-off thresholds, the checkpoint's pre-trainin
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 HIERARCHY_METRICS = ("accuracy", "hierarchical_f1", "correct_or_ancestor")
-ID_COLUMN = "cell_type_ontology_term_id"
+LABEL = "cell_type"
+ID_COLUMN = f"{LABEL}_ontology_term_id"
 
 
 def adapter_rows(data, annotated, model, text_tokenizer, ks: list[int], seeds: list[int]) -> list[dict]:
@@ -37,6 +40,8 @@ def open_set_row(data, max_cells: int, log=print) -> dict:
 
     cells = data.adata[data.test]
     cells = cells[_capped(data.labels[data.test], max_cells)].copy()
+    term_of = label_term_ids(data)
+    cells.obs[ID_COLUMN] = [term_of[label] for label in cells.obs[LABEL].astype(str)]  # ACTINN has no id column
     per_type = left_out_rows(data.name, cells, log=lambda _: None)
     row = {"dataset": data.name, "n_cells": int(cells.n_obs), "n_types": len(per_type), "per_type": per_type}
     for kind in UNKNOWN_SCORES:
@@ -48,13 +53,24 @@ def open_set_row(data, max_cells: int, log=print) -> dict:
     return row
 
 
+def label_term_ids(data) -> dict[str, str]:
+    """Cell Ontology id of each label of ``data``, as zero-shot resolves it (the dataset's id column
+    where present, else the bundled ontology's names: ACTINN has no id column)."""
+    from lightning_langcell.inference.classes import candidate_classes
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        candidates = candidate_classes(None, data.adata.obs, LABEL)
+    return dict(zip(candidates.names, candidates.term_ids))
+
+
 def hierarchy_row(data, predicted: np.ndarray, method: str) -> dict:
     """Exact accuracy, hierarchical F1 and correct-or-ancestor of predicted labels [n_test] on the test split."""
     from lightning_langcell.inference.hierarchy import hierarchical_scores
 
-    ids = data.adata.obs[ID_COLUMN].astype(str).to_numpy()
-    term_of = dict(zip(data.labels, ids))
-    scores = hierarchical_scores(list(ids[data.test]), [term_of.get(str(label)) for label in predicted])
+    term_of = label_term_ids(data)
+    scores = hierarchical_scores([term_of[str(label)] for label in data.labels[data.test]],
+                                 [term_of.get(str(label)) for label in predicted])
     return {"dataset": data.name, "method": method, "n_test": int(len(data.test)),
             **{key: round(float(value), 4) for key, value in scores.items() if key != "n_evaluated"},
             "n_evaluated": int(scores["n_evaluated"])}
@@ -68,8 +84,8 @@ def threshold_rows(recipe_tests: dict[str, np.ndarray], names: list[str]) -> dic
     grid_rows = grid({name: dataset_scores(name, recipe_tests[name]) for name in names})
     best = max(grid_rows, key=lambda row: (round(row["mean"]["hierarchical_f1"], 6),
                                            -row["mean"]["backoff_fraction"]))
-    rows = []
-    for label, chosen in (("no back-off", grid_rows[0]), ("back-off at the chosen thresholds", best)):
+    rows, compared = [], [("no back-off", grid_rows[0]), ("back-off at the chosen thresholds", best)]
+    for label, chosen in compared[:1] if best is grid_rows[0] else compared:  # threshold 0 chosen: one set
         rows += [{"dataset": name, "method": label, **{key: round(float(scores[key]), 4) for key in
                   (*HIERARCHY_METRICS, "backoff_fraction")}} for name, scores in chosen["datasets"].items()]
     return {"chosen": {"threshold": best["threshold"], "ancestor_threshold": best["ancestor_threshold"]},

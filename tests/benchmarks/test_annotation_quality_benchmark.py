@@ -97,6 +97,7 @@ def test_hierarchy_row_maps_labels_to_term_ids():
     labels = np.array(["B", "CD4 T", "CD8 T", "CD4 T"])
     ids = ["CL:0000236", "CL:0000624", "CL:0000625", "CL:0000624"]
     adata = anndata.AnnData(np.zeros((4, 1), dtype=np.float32))
+    adata.obs["cell_type"] = labels
     adata.obs["cell_type_ontology_term_id"] = ids
     data = Dataset("toy", None, "unseen", adata, labels, np.array([0]), np.array([1, 2, 3]), "", sorted(set(labels)))
     # test cells: CD4 T -> CD4 T (right), CD8 T -> CD4 T (sibling), CD4 T -> B (wrong lineage)
@@ -125,3 +126,56 @@ def test_quick_run_writes_the_annotation_keys(quick_run):
     for heading in ("### Few-shot adapters (frozen model)", "### Open-set: unknown score AUROC",
                     "### Ontology hierarchy"):
         assert heading in text
+
+
+@pytest.fixture
+def toy_scores(monkeypatch):
+    """dataset_scores of benchmarks.hierarchy_thresholds replaced by hand-made probabilities."""
+    import benchmarks.hierarchy_thresholds as thresholds
+    from lightning_langcell.inference.hierarchy import ClassHierarchy
+    from lightning_langcell.text.ontology import Ontology, OntologyTerm
+
+    ontology = Ontology({"CL": [
+        OntologyTerm("CL:0", "cell"), OntologyTerm("CL:1", "leukocyte", parents=("CL:0",)),
+        OntologyTerm("CL:2", "T cell", parents=("CL:1",)), OntologyTerm("CL:3", "CD4 T", parents=("CL:2",)),
+        OntologyTerm("CL:4", "CD8 T", parents=("CL:2",)), OntologyTerm("CL:5", "B cell", parents=("CL:1",))]})
+    hierarchy = ClassHierarchy(["CL:3", "CL:4", "CL:5"], ontology)
+    scores = {}
+    monkeypatch.setattr(thresholds, "dataset_scores", lambda name, cells: (scores[name], ["CL:3", "CL:3"], hierarchy))
+    return scores
+
+
+def test_threshold_rows_compare_no_back_off_with_the_chosen_pair(toy_scores):
+    from benchmarks.annotation_quality import threshold_rows
+
+    # the second CD4 T cell is unsure and wrong (CD8 T 0.45), its T-cell ancestor sums to 0.75
+    toy_scores["toy"] = np.array([[0.5, 0.3, 0.2], [0.3, 0.45, 0.25]])
+    result = threshold_rows({"toy": None}, ["toy"])
+    assert result["chosen"]["threshold"] > 0
+    rows = {row["method"]: row for row in result["rows"]}
+    assert rows["no back-off"]["hierarchical_f1"] == pytest.approx(5 / 6, abs=1e-4)
+    assert rows["back-off at the chosen thresholds"]["hierarchical_f1"] == pytest.approx(10 / 11, abs=1e-4)
+    assert rows["back-off at the chosen thresholds"]["correct_or_ancestor"] == 1.0
+
+
+def test_threshold_rows_show_one_set_when_no_back_off_wins(toy_scores):
+    from benchmarks.annotation_quality import threshold_rows
+
+    toy_scores["toy"] = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]])  # both sure and right
+    result = threshold_rows({"toy": None}, ["toy"])
+    assert result["chosen"]["threshold"] == 0.0
+    assert [row["method"] for row in result["rows"]] == ["no back-off"]
+    assert result["rows"][0]["accuracy"] == 1.0
+
+
+def test_label_term_ids_without_an_id_column_use_the_ontology_names():
+    import anndata
+
+    from benchmarks.annotation_quality import label_term_ids
+    from benchmarks.quality import Dataset
+
+    labels = np.array(["B cell", "T cell", "B cell"])
+    adata = anndata.AnnData(np.zeros((3, 1), dtype=np.float32))
+    adata.obs["cell_type"] = labels  # like ACTINN mouse blood: no cell_type_ontology_term_id
+    data = Dataset("toy", None, "unseen", adata, labels, np.array([0]), np.array([1, 2]), "", ["B cell", "T cell"])
+    assert label_term_ids(data) == {"B cell": "CL:0000236", "T cell": "CL:0000084"}
