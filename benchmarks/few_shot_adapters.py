@@ -39,12 +39,19 @@ METHODS = ("zero-shot (alpha 0.1)", "CTC only (alpha 1)", "logistic regression (
 
 def frozen_outputs(data: Dataset, model, text_tokenizer) -> dict[str, torch.Tensor]:
     """Zero-shot probabilities [N, C], cell embeddings [N, E] and class-text embeddings [C, E], once."""
-    from lightning_langcell.inference.annotate import annotate, tokenize_class_texts
-    from lightning_langcell.inference.zero_shot import encode_class_texts
+    from lightning_langcell.inference.annotate import annotate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         annotated = annotate(data.adata, str(CHECKPOINT), label_column=LABEL, batch_size=32, max_length=256)
+    return frozen_from_annotated(data, annotated, model, text_tokenizer)
+
+
+def frozen_from_annotated(data: Dataset, annotated, model, text_tokenizer) -> dict[str, torch.Tensor]:
+    """:func:`frozen_outputs` of an already annotated AnnData of every cell of ``data`` (α = 0.1)."""
+    from lightning_langcell.inference.annotate import tokenize_class_texts
+    from lightning_langcell.inference.zero_shot import encode_class_texts
+
     if list(annotated.uns["langcell_classes"]) != data.classes:
         raise RuntimeError(f"class order {list(annotated.uns['langcell_classes'])} != {data.classes}")
     encoded = tokenize_class_texts(list(annotated.uns["langcell"]["class_texts"]), text_tokenizer, model)

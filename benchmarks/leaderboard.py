@@ -167,6 +167,81 @@ def embedding_section(quality: dict) -> list[str]:
     return out
 
 
+def _mean_sd_cell(row: dict, metric: str) -> str:
+    """``mean ± sd`` where the row has ``<metric>_sd``, else the value; – when missing."""
+    if row.get(metric) is None:
+        return "–"
+    return _mean_sd(row, metric) if f"{metric}_sd" in row else f"{row[metric]:.3f}"
+
+
+def _marked_table(quality: dict, rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
+    """Table of (title, key) columns after dataset and pre-training, never-seen datasets first;
+    metrics as mean ± sd where the row has an ``_sd``."""
+    lines = ["| dataset | pre-training | " + " | ".join(title for title, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for row in _never_seen_first(quality, rows):
+        cells = [_mean_sd_cell(row, key) if isinstance(row.get(key), float) else _cell(row.get(key))
+                 for _, key in columns]
+        lines.append(f"| {row['dataset']} | {row['pre-training']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def annotation_section(quality: dict) -> list[str]:
+    """Few-shot adapters, open-set AUROC and ontology hierarchy rows (absent keys: no section)."""
+    out = []
+    adapters = (quality.get("few_shot_adapters") or {}).get("rows")
+    if adapters:
+        info = quality["few_shot_adapters"]
+        out += ["", "### Few-shot adapters (frozen model)", "",
+                f"`{quality['checkpoint']['name']}` embeds every cell and class text once (zero-shot α = "
+                f"{info['alpha']}); per (dataset, k, seed) k labelled cells per class from the train split "
+                "(classes with < k cells dropped) fit each method on the frozen embeddings, scored on the full "
+                f"test split; mean ± sd over seeds {info['seeds']}. Zero-shot and CTC only (α = 1) use no labels; "
+                "logistic regression is fitted on the same standardised embeddings of the same cells; the prototype "
+                "adapter blends class prototypes with the zero-shot scores (weight by leave-one-out), the probe "
+                "adapter is a linear probe initialised from the class texts "
+                "(`lightning_langcell.inference.adapters`).", "",
+                *_marked_table(quality, adapters, [("k", "k"), ("method", "method"),
+                                                   ("train cells (last seed)", "n_train"),
+                                                   ("test cells", "n_test"), ("accuracy", "accuracy"),
+                                                   ("balanced acc.", "balanced_accuracy"),
+                                                   ("macro-F1", "macro_f1")])]
+    open_set = (quality.get("open_set") or {}).get("rows")
+    if open_set:
+        out += ["", "### Open-set: unknown score AUROC", "",
+                "Each cell type of the dataset is left out of the candidate classes in turn; the test cells (a "
+                f"stratified subsample of at most {quality['open_set']['max_cells']}) are annotated against the "
+                "other types and the AUROC of the unknown score (1 − margin of the two best classes, or 1 − the "
+                "best probability; `lightning_langcell.inference.open_set`) separates the left-out type's cells "
+                "from the rest; mean ± sd over the left-out types (0.5 = chance).", "",
+                *_marked_table(quality, open_set, [("cells", "n_cells"), ("left-out types", "n_types"),
+                                                   ("AUROC margin", "auroc_margin"),
+                                                   ("AUROC max probability", "auroc_max_probability")])]
+    hierarchy = (quality.get("hierarchy") or {}).get("rows")
+    thresholds = quality.get("hierarchy_thresholds") or {}
+    if hierarchy or thresholds.get("rows"):
+        columns = [("method", "method"), ("exact accuracy", "accuracy"), ("hierarchical F1", "hierarchical_f1"),
+                   ("correct or ancestor", "correct_or_ancestor")]
+        out += ["", "### Ontology hierarchy", "",
+                "Zero-shot predictions on each test split mapped to their Cell Ontology ids and scored by "
+                "`lightning_langcell.inference.hierarchy.hierarchical_scores`: exact accuracy, hierarchical F1 "
+                "(precision / recall over the ancestor sets, roots excluded, micro-averaged over cells) and the "
+                "fraction of predictions equal to the truth or one of its ancestors.", ""]
+        if hierarchy:
+            out += _marked_table(quality, hierarchy, [*columns, ("test cells", "n_test")])
+        if thresholds.get("rows"):
+            chosen = thresholds["chosen"]
+            out += ["", "#### Back-off thresholds, chosen on the pre-training datasets (labels seen in pre-training, "
+                        "held-out cells)", "",
+                    f"Chosen on the held-out test cells of the checkpoint's pre-training datasets (never on the "
+                    f"never-seen sets), {thresholds['criterion']}, over {thresholds['grid_size']} threshold pairs: "
+                    f"threshold {chosen['threshold']}, ancestor threshold {chosen['ancestor_threshold']}.", "",
+                    *_marked_table(quality, thresholds["rows"], [*columns, ("backed off", "backoff_fraction")])]
+        elif thresholds.get("skipped"):
+            out += ["", f"Back-off thresholds: {thresholds['skipped']}."]
+    return out
+
+
 def quality_section(quality: dict) -> list[str]:
     out = ["## Quality (real cells)", "",
            f"Checkpoint `{quality['checkpoint']['name']}`: pre-trained on {quality['checkpoint']['pretrained_on']}. "
@@ -208,6 +283,7 @@ def quality_section(quality: dict) -> list[str]:
             for r in _never_seen_first(quality, _rows(quality, "few-shot"))]
     out += langcell_sections(quality)
     out += embedding_section(quality)
+    out += annotation_section(quality)
     out += [
             "", "Plots: ![macro-F1 by method](plots/quality_macro_f1.png) ![few-shot](plots/few_shot.png) "
                 "![zero-shot alpha](plots/zero_shot_alpha.png)"

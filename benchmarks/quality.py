@@ -23,6 +23,14 @@ cells counted as errors), mean ± sd over seeds; LangCell few-shot fine-tuning o
 (:mod:`benchmarks.fine_tune_langcell`); zero-shot of a tiny model pre-trained on the train splits
 of pbmc3k + garnett_pbmc_facs (:mod:`benchmarks.reverse_pretraining`). Where the recipes' epochs do
 not fit the CPU budget the suite's ``config`` sets fewer, and records them (``REDUCED``).
+
+Annotation rows (:mod:`benchmarks.annotation_quality`, from the zero-shot run at α = 0.1):
+few-shot adapters against zero-shot and logistic regression (same ks and seeds) and the
+leave-one-type-out AUROC of the unknown score (at most ``open_set_max_cells`` test cells) on each
+never-seen dataset; exact accuracy, hierarchical F1 and correct-or-ancestor of every dataset's
+zero-shot predictions; back-off thresholds chosen on the pre-training datasets' held-out cells
+(full runs with pre-training datasets only). Kept under ``few_shot_adapters``, ``open_set``,
+``hierarchy`` and ``hierarchy_thresholds``.
 """
 
 from __future__ import annotations
@@ -48,9 +56,11 @@ LABEL = "cell_type"
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 3, 4], "max_cells": None,
         "langcell_few_shot": {"epochs": 3}, "fine_tune": {"epochs": 5, "learning_rates": [5e-5, 1e-3]},
-        "reverse_pretrain": {"max_epochs": 1, "max_steps": None}}
+        "reverse_pretrain": {"max_epochs": 1, "max_steps": None}, "open_set_max_cells": 300,
+        "hierarchy_thresholds": True}
 QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": {"epochs": 1},
-         "fine_tune": {"epochs": 1, "learning_rates": [1e-3]}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2}}
+         "fine_tune": {"epochs": 1, "learning_rates": [1e-3]}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2},
+         "open_set_max_cells": 60, "hierarchy_thresholds": False}
 REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU cores (1 torch thread)
     "langcell_few_shot": "recipes/few_shot.yaml trains 10 epochs; the suite trains config.langcell_few_shot.epochs "
                          "(everything else as the recipe; full test split, no test-cell subsampling)",
@@ -60,6 +70,7 @@ REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU c
                  "recipe's full 20 epochs: pbmc68k_reduced macro-F1 0.052 = majority)",
     "reverse_pretrain": "recipes/pretrain.yaml (2 epochs); the suite trains config.reverse_pretrain epochs / steps "
                         "on the train splits only, with no validation split"}
+ANNOTATION_ALPHA = 0.1  # the annotation rows score annotate's default blend
 ROLE_TEXT = {"pretraining": SEEN, "unseen": NEVER_SEEN}
 
 
@@ -175,15 +186,36 @@ def zero_shot_predictions(data: Dataset, model, alphas: list[float], test_only: 
         yield alpha, predicted if test_only else predicted[data.test], seconds, annotated
 
 
-def zero_shot_rows(data: Dataset, alphas: list[float]) -> tuple[list[dict], np.ndarray]:
-    """Zero-shot rows for each α, and the frozen cell embeddings [N, 256] (``X_langcell``)."""
-    rows, annotated = [], None
+def zero_shot_rows(data: Dataset, alphas: list[float]) -> tuple[list[dict], np.ndarray, object]:
+    """Zero-shot rows for each α, the frozen cell embeddings [N, 256] (``X_langcell``) and the
+    annotated AnnData of every cell at α = :data:`ANNOTATION_ALPHA` (None when not among ``alphas``)."""
+    rows, annotated, headline = [], None, None
     for alpha, predicted, seconds, annotated in zero_shot_predictions(data, str(CHECKPOINT), alphas or [1.0],
                                                                       test_only=False):
         if alpha in alphas:
             rows.append(score_row(data, "zero-shot", "LangCell zero-shot (langcell-tiny-bundled)", predicted, 0,
                                   alpha=alpha, seconds=seconds))
-    return rows, np.asarray(annotated.obsm["X_langcell"], dtype=np.float32)
+        if alpha == ANNOTATION_ALPHA:
+            headline = annotated
+    return rows, np.asarray(annotated.obsm["X_langcell"], dtype=np.float32), headline
+
+
+def annotation_rows(results: dict, data: Dataset, annotated, model, text_tokenizer, config: dict,
+                    log=print) -> float:
+    """Add the hierarchy row of every dataset and, on never-seen ones, the few-shot adapter and
+    open-set rows (:mod:`benchmarks.annotation_quality`) to ``results``; returns the seconds taken."""
+    from benchmarks.annotation_quality import adapter_rows, hierarchy_row, open_set_row
+
+    started = time.perf_counter()
+    if annotated is None:
+        return 0.0
+    predicted = annotated.obs["langcell_prediction"].astype(object).to_numpy()[data.test]
+    results["hierarchy"]["rows"].append(hierarchy_row(data, predicted, f"zero-shot α={ANNOTATION_ALPHA}"))
+    if data.role == "unseen":
+        results["few_shot_adapters"]["rows"] += adapter_rows(data, annotated, model, text_tokenizer, config["ks"],
+                                                             config["seeds"])
+        results["open_set"]["rows"].append(open_set_row(data, config["open_set_max_cells"], log))
+    return round(time.perf_counter() - started, 1)
 
 
 def supervised_rows(data: Dataset, expression: np.ndarray, embeddings: np.ndarray) -> list[dict]:
@@ -258,6 +290,20 @@ def langcell_training_rows(data: Dataset, expression_rows: list[dict], config: d
     return rows, timings
 
 
+def hierarchy_threshold_results(config: dict, recipe_tests: dict | None, wanted: list, timings: dict) -> dict:
+    """Back-off thresholds chosen on the pre-training datasets' held-out cells, or why not run."""
+    from benchmarks.annotation_quality import threshold_rows
+
+    names = [name for name, _, role in wanted if role == "pretraining"]
+    if not config["hierarchy_thresholds"] or not names:
+        return {"skipped": "quick mode or no pre-training dataset in this run: see "
+                           "`python -m benchmarks.hierarchy_thresholds`", "rows": []}
+    started = time.perf_counter()
+    chosen = threshold_rows(recipe_tests, names)
+    timings["hierarchy_thresholds_s"] = round(time.perf_counter() - started, 1)
+    return chosen
+
+
 def run_quality(quick: bool = False, datasets: list[str] | None = None, log=print) -> dict:
     """Run the whole quality suite; returns the results dict (see ``benchmarks/run.py``)."""
     import torch
@@ -279,7 +325,10 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
                        "pretrained_on": f"80% train split ({TRAINING_RECIPE.relative_to(REPO)}, seed 0) of "
                                         + ", ".join(f"data/cells/{n}.h5ad" for n in PRETRAINING)
                                         + "; pbmc3k, garnett_pbmc_facs and ACTINN never seen"},
-        "datasets": {}, "rows": [], "timings": {}}
+        "datasets": {}, "rows": [], "timings": {},
+        "few_shot_adapters": {"ks": config["ks"], "seeds": config["seeds"], "alpha": ANNOTATION_ALPHA, "rows": []},
+        "open_set": {"max_cells": config["open_set_max_cells"], "rows": []},
+        "hierarchy": {"alpha": ANNOTATION_ALPHA, "rows": []}}
     from lightning_langcell.inference.annotate import load_zero_shot_model
 
     loaded, embedded = [], {}
@@ -296,7 +345,7 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
                 "split": {"how": data.split_how, "n_train": int(len(data.train)), "n_test": int(len(data.test)),
                           "test_positions": data.test.tolist()},
                 "test_truth": [data.classes.index(label) for label in data.labels[data.test]]}
-            zero_shot, embeddings = zero_shot_rows(data, config["alphas"])
+            zero_shot, embeddings, annotated = zero_shot_rows(data, config["alphas"])
             few_shot = few_shot_rows(data, expression, config["ks"], config["seeds"])
             rows = zero_shot + supervised_rows(data, expression, embeddings) + few_shot
             rows += dataset_embedding_rows(data, embeddings, expression, model, text_tokenizer, LABEL,
@@ -305,10 +354,13 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
             timings = {"baselines_s": round(time.perf_counter() - started, 1)}
             log(f"{name}: {data.adata.n_obs} cells, train {len(data.train)} / test {len(data.test)}, "
                 f"{len(rows)} baseline rows in {timings['baselines_s']} s")
+            timings["annotation_s"] = annotation_rows(results, data, annotated, model, text_tokenizer, config, log)
+            del annotated
             trained, more = langcell_training_rows(data, few_shot, config, Path(scratch), log)
             results["rows"] += rows + trained
             results["timings"][name] = {**timings, **more}
             loaded.append(data)
+        results["hierarchy_thresholds"] = hierarchy_threshold_results(config, recipe_tests, wanted, results["timings"])
     results["rows"] += pbmc_batch_rows({data.name: data for data in loaded}, embedded, CHECKPOINT.name)
     results["splits"] = {name: {k: v for k, v in info["split"].items() if k != "test_positions"}
                          for name, info in results["datasets"].items()}

@@ -4,7 +4,8 @@
     python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
 
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
-  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training
+  supervised baselines, LangCell few-shot and fine-tuning, a reverse pre-training, few-shot
+  adapters, open-set AUROC and ontology-hierarchy scores (:mod:`benchmarks.annotation_quality`)
   (``--quick``: one subsampled dataset). ``results["timings"]`` has each part's time. A full
   run also regenerates the shipped checkpoint's model card (``--card-dir``) from its results.
 - ``speed``: the speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
