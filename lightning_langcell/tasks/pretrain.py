@@ -41,6 +41,8 @@ class LangCellPretraining(LangCellTask):
             the global RNG).
     """
 
+    accepts_packed_batches = True  # the model reads packed cells through cu_seqlens
+
     def __init__(
         self,
         model: str | dict[str, Any] = "tiny",
