@@ -129,14 +129,6 @@ def test_mid_epoch_resume_with_packed_token_budget_runs_exactly_the_remaining_ba
         assert [row[3] for row in resumed] == pytest.approx([row[3] for row in full[step:]], rel=1e-5)
 
 
-@pytest.fixture()
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("LANGCELL_DEBUG", raising=False)
-    monkeypatch.setattr("sys.argv", ["lightning_langcell"])
-    return tmp_path
-
-
 # a task that reads padded batches, given data.packed: (CLI arguments, the task's name)
 REFUSED = {
     "classifier": (["fit", "--config", str(REPO / "recipes" / "linear_probe.yaml"), "--model.init_args.init_from",
@@ -149,8 +141,11 @@ REFUSED = {
 
 
 @pytest.mark.parametrize("task", list(REFUSED))
-def test_tasks_other_than_pretraining_refuse_packed_batches_before_any_step(task, in_tmp, cache_dir, capsys):
+def test_tasks_other_than_pretraining_refuse_packed_batches_before_any_step(task, tmp_path, monkeypatch, cache_dir,
+                                                                              capsys):
     args, name = REFUSED[task]
+    monkeypatch.chdir(tmp_path)  # the run folders of the recipes
+    monkeypatch.delenv("LANGCELL_DEBUG", raising=False)  # the CLI's error lines, not a traceback
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         main([*args, "--data.data", str(CELLS), "--data.cache_dir", cache_dir, "--data.packed", "true", *FAST_TRAINER])
@@ -161,4 +156,4 @@ def test_tasks_other_than_pretraining_refuse_packed_batches_before_any_step(task
                             "packed batch for one long cell. Packed batches are for pre-training "
                             "(LangCellPretraining) only.")
     assert lines[first + 1] == f"fix: Set data.packed: false (drop --data.packed true) for {name}."
-    assert not list(in_tmp.rglob("*.ckpt")) and not list(in_tmp.rglob("*.h5ad"))  # nothing trained or written
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.h5ad"))  # nothing trained or written
