@@ -371,7 +371,11 @@ class LangCellDataModule(pl.LightningDataModule):
             sampler = self._token_budget_batches()
         if self._resume_state is not None:
             sampler.load_state_dict(self._resume_state)
-            self._resume_state = None
+            # a load before Lightning restores its loops (trainer.estimated_stepping_batches, epoch 0)
+            # keeps the state for the resumed epoch's own load (reload_dataloaders_every_n_epochs)
+            trainer = getattr(self, "trainer", None)
+            if trainer is None or trainer.current_epoch >= self._resume_state["epoch"]:
+                self._resume_state = None
         self._train_batches = sampler
         return DataLoader(
             self.datasets["train"],

@@ -13,6 +13,7 @@ import torch
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models import LangCellConfig, LangCellModel
 from lightning_langcell.tasks.checkpointing import LangCellCheckpointMixin
+from lightning_langcell.tasks.packed_batches import check_packed_batches
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "temp")
 
@@ -142,6 +143,8 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
     schedule_defaults: AdamWSchedule = {
         "learning_rate": 1e-4, "weight_decay": 0.01, "warmup_steps": 100, "min_lr_ratio": 0.1, "betas": (0.9, 0.98),
     }
+    #: whether the task reads packed cell batches (``data.packed``); others are refused at setup
+    accepts_packed_batches: bool = False
 
     def __init__(self, **schedule: Unpack[AdamWSchedule]):
         super().__init__()
@@ -168,6 +171,7 @@ class LangCellTask(LangCellCheckpointMixin, pl.LightningModule):
         in the model's config (saved with every checkpoint, so later tasks default to them)."""
         config = self.trained_config()
         datamodule = getattr(self.trainer, "datamodule", None)
+        check_packed_batches(self, datamodule)
         if config is None or datamodule is None:
             return
         max_length = use_trained_lengths(datamodule, config)

@@ -18,6 +18,7 @@ from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.annotate import check_gene_vocabulary, load_zero_shot_model
 from lightning_langcell.inference.output import CellResults, h5ad_n_obs, write_annotated_copy, write_h5ad
 from lightning_langcell.tasks.base import use_trained_lengths
+from lightning_langcell.tasks.packed_batches import check_packed_batches
 
 # (mask of the gathered rows from this source [R], their rows in the source file [S], the
 # file's cell count, the source entry of the corpus manifest) -> the results of that file
@@ -162,6 +163,7 @@ class CheckpointPredictionTask(pl.LightningModule):
         if corpus is None:
             raise LangCellInputError(f"{type(self).__name__} reads its cells from a LangCellDataModule.",
                                      "Pass datamodule=LangCellDataModule(...) (the CLI's `data:` section).")
+        check_packed_batches(self, datamodule)
         check_gene_vocabulary(self.model, int(corpus.manifest["vocab_size"]), corpus.vocabulary_checksum,
                               self.gene_vocabulary)
         use_trained_lengths(datamodule, self.model.config)

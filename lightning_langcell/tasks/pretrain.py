@@ -43,6 +43,8 @@ class LangCellPretraining(LangCellTask):
             to 0.1 × the peak).
     """
 
+    accepts_packed_batches = True  # the model reads packed cells through cu_seqlens
+
     def __init__(
         self,
         model: str | dict[str, Any] = "tiny",
