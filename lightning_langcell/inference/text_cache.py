@@ -33,7 +33,8 @@ TEXT_CHUNK_SIZE = 256  # class texts encoded at once (bounds memory with thousan
 TEXT_WEIGHT_PREFIXES = ("text_bert.", "text_proj.")
 
 
-def default_cache_dir() -> Path:
+def class_text_cache_dir() -> Path:
+    """Where class-text embeddings are cached: ``<cache root>/class_text_embeddings``."""
     return cache_root() / "class_text_embeddings"
 
 
@@ -96,10 +97,10 @@ def cached_text_embeddings(model: LangCellModel, input_ids: torch.Tensor, attent
     """Embeddings [C, E] of tokenized class texts: read from the cache, else computed and stored.
 
     ``compute``: a zero-argument function returning the embeddings [C, E] (called on a miss).
-    ``cache_dir``: None for :func:`default_cache_dir`. Returned on ``input_ids``' device, fp32.
+    ``cache_dir``: None for :func:`class_text_cache_dir`. Returned on ``input_ids``' device, fp32.
     """
     key = class_text_key(model, input_ids, attention_mask)
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / f"{key}.safetensors"
+    path = Path(cache_dir if cache_dir is not None else class_text_cache_dir()) / f"{key}.safetensors"
     embedding = load_entry(path, key, input_ids.shape[0])
     if embedding is None:
         embedding = compute().float()

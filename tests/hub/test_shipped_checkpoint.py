@@ -44,7 +44,7 @@ def test_card_numbers_reproduce_with_the_quality_suite_code(tmp_path):
     (name, path, role), = dataset_paths(["zeisel_mouse_brain"])
     data = load_dataset(name, path, role, None, recipe_test_cells(str(tmp_path)))
     assert len(data.test) == card["test_cells"] == 55
-    rows, _ = zero_shot_rows(data, [1.0])
+    rows, _, _ = zero_shot_rows(data, [1.0])
     assert {m: rows[0][m] for m in card["alpha=1.0"]} == card["alpha=1.0"]
     assert rows[0]["accuracy"] > 0.6  # 11 balanced classes: chance is 0.09
 
