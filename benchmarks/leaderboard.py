@@ -242,6 +242,38 @@ def annotation_section(quality: dict) -> list[str]:
     return out
 
 
+def prompt_section(quality: dict) -> list[str]:
+    """Prompt ensembles: macro-F1 / balanced accuracy per dataset and prompt set, and the chosen default."""
+    info = quality.get("prompt_ensembles") or {}
+    if not info.get("rows"):
+        return []
+    sets = list(info["prompt_sets"])
+    by = {(row["dataset"], row["prompts"]): row for row in info["rows"]}
+    datasets = list(dict.fromkeys(row["dataset"] for row in _never_seen_first(quality, info["rows"])))
+    lines = ["| dataset | pre-training | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for name in datasets:
+        cells = [f"{by[name, label]['macro_f1']:.3f} / {by[name, label]['balanced_accuracy']:.3f}"
+                 if (name, label) in by else "–" for label in sets]
+        lines.append(f"| {name} | {_seen(quality, name)} | " + " | ".join(cells) + " |")
+    never = [name for name in datasets if group_of(quality, name) == NEVER_SEEN]
+    if never:
+        means = [" / ".join(f"{sum(by[n, label][m] for n in never) / len(never):.3f}"
+                            for m in ("macro_f1", "balanced_accuracy")) for label in sets]
+        lines.append(f"| **mean, never seen** | never seen | " + " | ".join(means) + " |")
+    texts = ", ".join(f"{label} = {' + '.join(templates)}" for label, templates in info["prompt_sets"].items())
+    chosen = (f"Chosen by the rule on the pre-training datasets: **{info['chosen']}** (mean macro-F1 there: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in info["pretraining_mean_macro_f1"].items())
+              + f"); shipped default `prompts={info['default']!r}`." if info.get("chosen") else
+              f"No pre-training dataset in this run: nothing chosen; shipped default `prompts={info['default']!r}`.")
+    return ["", "### Prompt ensembles", "",
+            f"Zero-shot α = {info['alpha']} on each test split, every label of the dataset as a class, with several "
+            f"class texts per class (`lightning_langcell.inference.prompts`; {texts}): mean of the texts' normalised "
+            "embeddings for the similarity, mean of their match probabilities for the matcher. Cells: macro-F1 / "
+            "balanced accuracy. A class with no text from a template keeps its official text. Identical texts "
+            "shared by several classes are scored once (ties go to the first class).", "", *lines, "",
+            f"Rule: {info['rule']}. {chosen}"]
+
+
 def quality_section(quality: dict) -> list[str]:
     out = ["## Quality (real cells)", "",
            f"Checkpoint `{quality['checkpoint']['name']}`: pre-trained on {quality['checkpoint']['pretrained_on']}. "
@@ -284,6 +316,7 @@ def quality_section(quality: dict) -> list[str]:
     out += langcell_sections(quality)
     out += embedding_section(quality)
     out += annotation_section(quality)
+    out += prompt_section(quality)
     out += [
             "", "Plots: ![macro-F1 by method](plots/quality_macro_f1.png) ![few-shot](plots/few_shot.png) "
                 "![zero-shot alpha](plots/zero_shot_alpha.png)"

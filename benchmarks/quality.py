@@ -31,6 +31,10 @@ never-seen dataset; exact accuracy, hierarchical F1 and correct-or-ancestor of e
 zero-shot predictions; back-off thresholds chosen on the pre-training datasets' held-out cells
 (full runs with pre-training datasets only). Kept under ``few_shot_adapters``, ``open_set``,
 ``hierarchy`` and ``hierarchy_thresholds``.
+
+Prompt ensembles (:mod:`benchmarks.prompt_ensembles`, α = 0.1): macro-F1 and balanced accuracy of
+the official class text, each prompt template alone and the full ensemble on every dataset's test
+split; the default is chosen on the pre-training datasets' rows. Kept under ``prompt_ensembles``.
 """
 
 from __future__ import annotations
@@ -290,6 +294,15 @@ def langcell_training_rows(data: Dataset, expression_rows: list[dict], config: d
     return rows, timings
 
 
+def prompt_rows(rows: list[dict], data: Dataset, model, text_tokenizer) -> float:
+    """Add ``data``'s prompt-ensemble rows (:mod:`benchmarks.prompt_ensembles`) to ``rows``; returns the seconds."""
+    from benchmarks.prompt_ensembles import dataset_rows
+
+    started = time.perf_counter()
+    rows += dataset_rows(data, model, text_tokenizer)
+    return round(time.perf_counter() - started, 1)
+
+
 def hierarchy_threshold_results(config: dict, recipe_tests: dict | None, wanted: list, timings: dict) -> dict:
     """Back-off thresholds chosen on the pre-training datasets' held-out cells, or why not run."""
     from benchmarks.annotation_quality import threshold_rows
@@ -329,9 +342,10 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
         "few_shot_adapters": {"ks": config["ks"], "seeds": config["seeds"], "alpha": ANNOTATION_ALPHA, "rows": []},
         "open_set": {"max_cells": config["open_set_max_cells"], "rows": []},
         "hierarchy": {"alpha": ANNOTATION_ALPHA, "rows": []}}
+    from benchmarks.prompt_ensembles import results as prompt_ensemble_results
     from lightning_langcell.inference.annotate import load_zero_shot_model
 
-    loaded, embedded = [], {}
+    loaded, embedded, prompts = [], {}, []
     model, text_tokenizer, _ = load_zero_shot_model(str(CHECKPOINT))
     with tempfile.TemporaryDirectory(prefix="quality_benchmark_") as scratch:
         recipe_tests = recipe_test_cells(scratch) if any(role == "pretraining" for _, _, role in wanted) else None
@@ -355,12 +369,14 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
             log(f"{name}: {data.adata.n_obs} cells, train {len(data.train)} / test {len(data.test)}, "
                 f"{len(rows)} baseline rows in {timings['baselines_s']} s")
             timings["annotation_s"] = annotation_rows(results, data, annotated, model, text_tokenizer, config, log)
+            timings["prompt_ensembles_s"] = prompt_rows(prompts, data, model, text_tokenizer)
             del annotated
             trained, more = langcell_training_rows(data, few_shot, config, Path(scratch), log)
             results["rows"] += rows + trained
             results["timings"][name] = {**timings, **more}
             loaded.append(data)
         results["hierarchy_thresholds"] = hierarchy_threshold_results(config, recipe_tests, wanted, results["timings"])
+    results["prompt_ensembles"] = prompt_ensemble_results(prompts)  # the default chosen on the pre-training rows
     results["rows"] += pbmc_batch_rows({data.name: data for data in loaded}, embedded, CHECKPOINT.name)
     results["splits"] = {name: {k: v for k, v in info["split"].items() if k != "test_positions"}
                          for name, info in results["datasets"].items()}

@@ -37,9 +37,10 @@ from lightning_langcell.inference.hierarchy import (
     hierarchy_results,
 )
 from lightning_langcell.inference.metrics import classification_scores
+from lightning_langcell.inference.prompts import DEFAULT_PROMPTS, PromptSpec, class_prompts, prompt_templates
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.text_cache import cached_class_texts
-from lightning_langcell.inference.zero_shot import ZeroShotScorer
+from lightning_langcell.inference.zero_shot import TextGroups, ZeroShotScorer
 from lightning_langcell.models.langcell import LangCellModel
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 
@@ -103,12 +104,16 @@ def tokenize_class_texts(texts: list[str], tokenizer: Any, model: LangCellModel)
 
 
 def build_scorer(model: LangCellModel, classes: CandidateClasses, text_tokenizer: Any, device: torch.device,
-                 text_cache: bool | str | os.PathLike = True, **settings: Any) -> ZeroShotScorer:
+                 text_cache: bool | str | os.PathLike = True, prompts: PromptSpec = DEFAULT_PROMPTS,
+                 **settings: Any) -> ZeroShotScorer:
     """A :class:`ZeroShotScorer` on ``device`` for the candidate classes (texts encoded once;
-    ``text_cache``: their embeddings through :mod:`lightning_langcell.inference.text_cache`)."""
-    encoded = tokenize_class_texts(classes.texts, text_tokenizer, model)
+    ``text_cache``: their embeddings through :mod:`lightning_langcell.inference.text_cache`;
+    ``prompts``: the class texts, see :mod:`lightning_langcell.inference.prompts`)."""
+    written = class_prompts(classes, prompts)
+    encoded = tokenize_class_texts(written.texts, text_tokenizer, model)
     ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
-    return ZeroShotScorer(model, cached_class_texts(model, ids, mask, text_cache), **settings)
+    groups = None if written.one_per_class else TextGroups(torch.tensor(written.owner), len(classes))
+    return ZeroShotScorer(model, cached_class_texts(model, ids, mask, text_cache), groups=groups, **settings)
 
 
 # ------------------------------------------------------------------------------------ cells
@@ -141,7 +146,7 @@ def score_cells(scorer: ZeroShotScorer, tokens: list[np.ndarray], batch_size: in
     from lightning_langcell.tokenization import CLS_ID
 
     order = np.argsort([-len(t) for t in tokens], kind="stable")  # longest first: least padding
-    probabilities = np.empty((len(tokens), len(scorer.classes)), dtype=np.float32)
+    probabilities = np.empty((len(tokens), scorer.n_classes), dtype=np.float32)
     embeddings = np.empty((len(tokens), int(scorer.model.config.embed_dim)), dtype=np.float32)
     show = sys.stderr.isatty() if progress is None else bool(progress)
     with tqdm(total=len(tokens), desc="annotate", unit="cell", disable=not show) as bar:
@@ -192,6 +197,7 @@ def annotate(
     backoff_threshold: float = DEFAULT_THRESHOLD,
     ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
     text_cache: bool | str | os.PathLike = True,
+    prompts: PromptSpec = DEFAULT_PROMPTS,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -222,12 +228,18 @@ def annotate(
         text_cache: keep the class-text embeddings on disk, keyed by the checkpoint's text weights
             and the tokenized texts (True: under ``$LANGCELL_CACHE``; a directory; False: off), so
             ``classes="CL:all"`` (3,221 texts) is encoded once per checkpoint.
+        prompts: the class texts: ``"official"`` (one official text per class), ``"ensemble"``
+            (the official text, each ontology synonym, the label alone and each parent as
+            context, combined per class), one template or a list of templates; see
+            :mod:`lightning_langcell.inference.prompts` (default :data:`DEFAULT_PROMPTS`, chosen on
+            the pre-training data by ``benchmarks/prompt_ensembles.py``).
     """
     import anndata
 
     if batch_size < 1 or (max_length is not None and max_length < 2):
         raise LangCellInputError(f"batch_size {batch_size} / max_length {max_length} too small.",
                                  "Use batch_size >= 1 and max_length >= 2 (<cls> + at least one gene; official 2048).")
+    prompt_templates(prompts)
     source = Path(adata_or_path) if isinstance(adata_or_path, (str, os.PathLike)) else None
     if output is not None:
         check_output_path(output, overwrite, source)
@@ -252,7 +264,7 @@ def annotate(
     check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
     has_truth = label_column is not None and label_column in adata.obs.columns
     model = model.to(device)
-    scorer = build_scorer(model, candidates, text_tok, device, text_cache, alpha=alpha, top_k=top_k,
+    scorer = build_scorer(model, candidates, text_tok, device, text_cache, prompts, alpha=alpha, top_k=top_k,
                           temperature=temperature, class_chunk_size=class_chunk_size)
     started = time.perf_counter()
     rows, tokens = tokenize_cells(adata, cell_tokenizer)
@@ -260,7 +272,8 @@ def annotate(
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
     name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
-    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name)
+    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name,
+                                      prompts=prompts)
     annotations.info["max_length"] = int(max_length)
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     target = truth_indices(obs_labels(adata.obs, label_column), candidates) if has_truth else None
@@ -289,7 +302,7 @@ def _cell_tokenizer(vocabulary: Any, max_length: int, assume_counts: bool):
 
 
 def zero_shot_info(classes: CandidateClasses, scorer: ZeroShotScorer, label_column: str | None,
-                   n_scored: int, n_cells: int, model: str) -> dict[str, Any]:
+                   n_scored: int, n_cells: int, model: str, prompts: PromptSpec = DEFAULT_PROMPTS) -> dict[str, Any]:
     """Settings recorded in ``uns["langcell"]``."""
     return {
         "task": "zero_shot",
@@ -299,6 +312,8 @@ def zero_shot_info(classes: CandidateClasses, scorer: ZeroShotScorer, label_colu
         "temperature": scorer.temperature,
         "label_column": label_column,
         "class_texts": list(classes.texts),
+        "prompts": list(prompt_templates(prompts)),
+        "n_prompt_texts": len(scorer.classes),
         "n_cells_scored": int(n_scored),
         "n_cells_not_scored": int(n_cells - n_scored),
     }

@@ -30,11 +30,15 @@ ClassSpec = Sequence[str] | Mapping[str, str] | str | os.PathLike | None
 
 @dataclass(frozen=True)
 class CandidateClasses:
-    """``names`` (what predictions read), ``texts`` (class texts), ``term_ids`` (ontology id or None)."""
+    """``names`` (what predictions read), ``texts`` (class texts), ``term_ids`` (ontology id or None);
+    ``labels`` / ``definitions``: the label and definition each text was written from (None when
+    unknown: prompt templates other than the official text then have nothing to write from)."""
 
     names: list[str]
     texts: list[str]
     term_ids: list[str | None]
+    labels: list[str] | None = None
+    definitions: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -145,12 +149,13 @@ def candidate_classes(
     if duplicated:
         raise LangCellInputError(f"Candidate classes appear more than once: {duplicated}.", "List each class once.")
     builder = CellTextBuilder(type2text=overrides or None, ontology=ontology)
-    texts, missing = [], []
+    texts, missing, parts = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         for name, key in zip(names, keys):
             before = set(builder.missing_definitions.get("cell type", []))
             texts.append(builder.class_text(key))
+            parts.append(builder.class_parts(key)[:2])
             if set(builder.missing_definitions.get("cell type", [])) - before:
                 missing.append(name)
     if missing and not allow_missing_definitions:
@@ -164,7 +169,8 @@ def candidate_classes(
                       stacklevel=2)
     _warn_identical_texts(names, texts)
     term_ids = [_term_id(key, ontology) for key in keys]
-    return CandidateClasses(list(names), texts, term_ids)
+    return CandidateClasses(list(names), texts, term_ids, [label for label, _ in parts],
+                            [definition for _, definition in parts])
 
 
 def _expand_class_sets(items: Sequence[str], ontology: Ontology) -> tuple[list[str], list[str]]:

@@ -99,6 +99,59 @@ def encode_class_texts(model: LangCellModel, input_ids: torch.Tensor, attention_
     return ClassTexts(input_ids, attention_mask, model.text_embedding(cls_hidden), prefix)
 
 
+class TextGroups:
+    """Several texts per class (prompt ensembles): ``owner`` [T] int64, the class of each text.
+
+    - similarity: a class's embedding is the mean of its texts' L2-normalised embeddings,
+      renormalised (:meth:`class_embedding`);
+    - matcher: a class's match probability is the mean of its texts' match probabilities
+      (:meth:`class_match`), a value in [0, 1] like one text's, so the class softmax and the
+      blend with alpha keep their scale; one outlying text moves the mean by at most 1/n (a mean
+      of logits would let one very negative text veto the class).
+    """
+
+    def __init__(self, owner: torch.Tensor, n_classes: int):
+        owner = torch.as_tensor(owner, dtype=torch.long)
+        counts = torch.bincount(owner, minlength=n_classes) if owner.numel() else torch.zeros(n_classes)
+        if owner.ndim != 1 or len(counts) != n_classes or bool((counts == 0).any()):
+            raise LangCellInputError(f"Every one of the {n_classes} classes needs at least one text.",
+                                     "Give each class at least one text (owner = class index of each text).")
+        self.owner, self.n_classes = owner, int(n_classes)
+        self.mean = torch.zeros(len(owner), n_classes).index_put_(
+            (torch.arange(len(owner)), owner), 1.0 / counts[owner].float())  # [T, C]
+        width = int(counts.max())
+        order = owner.argsort(stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(len(owner)) - starts[owner[order]]
+        self.table = order[starts][:, None].expand(-1, width).clone()  # [C, M], padded with each class's first text
+        self.table[owner[order], slot] = order
+        self.weight = torch.zeros(n_classes, width)
+        self.weight[owner[order], slot] = 1.0 / counts[owner[order]].float()
+
+    def to(self, device: torch.device) -> "TextGroups":
+        self.owner, self.mean = self.owner.to(device), self.mean.to(device)
+        self.table, self.weight = self.table.to(device), self.weight.to(device)
+        return self
+
+    def class_embedding(self, text_embedding: torch.Tensor) -> torch.Tensor:
+        """[C, E]: the renormalised mean of each class's L2-normalised text embeddings [T, E]."""
+        mean = self.mean.T.to(text_embedding.dtype) @ torch.nn.functional.normalize(text_embedding, dim=-1)
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+    def class_match(self, text_match: torch.Tensor) -> torch.Tensor:
+        """[B, C]: the mean match probability of each class's texts, from every text's [B, T]."""
+        return text_match @ self.mean.to(text_match.dtype)
+
+    def candidate_texts(self, candidates: torch.Tensor) -> torch.Tensor:
+        """[B, K·M]: the texts of candidate classes [B, K] (each padded to M with its first text)."""
+        return self.table[candidates].flatten(1)
+
+    def candidate_match(self, text_match: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """[B, K]: mean match probability per candidate class from :meth:`candidate_texts`' [B, K·M]."""
+        weight = self.weight[candidates]
+        return (text_match.view(weight.shape) * weight.to(text_match.dtype)).sum(dim=-1)
+
+
 @dataclass(frozen=True)
 class ZeroShotOutput:
     """Scores of B cells against C classes.
@@ -204,11 +257,15 @@ class ZeroShotScorer:
         top_k: run the matcher on each cell's k best CTC classes only (None: all, exact mode).
         temperature: CTC temperature (0.05 official).
         class_chunk_size: candidate classes per fused matcher pass (bounds memory).
+        groups: several texts per class (prompt ensembles): ``classes`` holds every text and
+            ``groups`` says whose it is; None: one text per class, ``classes`` in class order.
+            The cells' key/value are still projected once per batch, and every text of the
+            candidate classes runs in the same packed pass.
     """
 
     def __init__(self, model: LangCellModel, classes: ClassTexts, alpha: float = OFFICIAL_ALPHA,
                  top_k: int | None = None, temperature: float = OFFICIAL_TEMPERATURE,
-                 class_chunk_size: int = 32):
+                 class_chunk_size: int = 32, groups: TextGroups | None = None):
         if not 0.0 <= alpha <= 1.0:
             raise LangCellInputError(f"alpha must lie in [0, 1], got {alpha}.", "Use e.g. alpha=0.1 (official).")
         if top_k is not None and top_k < 1:
@@ -223,11 +280,14 @@ class ZeroShotScorer:
         self.top_k = top_k
         self.temperature = float(temperature)
         self.class_chunk_size = int(class_chunk_size)
+        self.groups = None if groups is None else groups.to(classes.embedding.device)
+        self.n_classes = len(classes) if groups is None else groups.n_classes
+        self.class_embedding = classes.embedding if groups is None else self.groups.class_embedding(classes.embedding)
         self.uses_matcher = self.alpha < 1.0
         self.prefix = None
         if self.uses_matcher:
             self.prefix = classes.prefix
-            if self.prefix is None and (top_k is None or top_k >= len(classes)):  # exact mode: every class
+            if self.prefix is None and (top_k is None or top_k >= self.n_classes):  # exact mode: every class
                 self.prefix = model.text_bert.text_prefix(classes.input_ids, classes.attention_mask)
 
     def match_probability(self, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor | None,
@@ -250,13 +310,25 @@ class ZeroShotScorer:
         ]
         return ctm_match_probability(at_least_fp32(torch.cat(chunks, dim=1)))
 
+    def class_match_probability(self, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor | None,
+                                candidates: torch.Tensor) -> torch.Tensor:
+        """Match probabilities [B, K] of each cell with its candidate classes [B, K] (with
+        :attr:`groups`: the mean over each class's texts, all of them in one packed pass)."""
+        if self.groups is None:
+            return self.match_probability(cell_hidden, cell_attention_mask, candidates)
+        if candidates.shape[1] == self.n_classes:  # every class (ascending): every text once
+            texts = torch.arange(len(self.classes), device=candidates.device).expand(candidates.shape[0], -1)
+            return self.groups.class_match(self.match_probability(cell_hidden, cell_attention_mask, texts))
+        texts = self.groups.candidate_texts(candidates)
+        return self.groups.candidate_match(self.match_probability(cell_hidden, cell_attention_mask, texts), candidates)
+
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ZeroShotOutput:
         """Score cells [B, Lc] (``<cls>`` first, 1/0 mask)."""
         cell_hidden, cell_embedding = self.model.encode_cells(input_ids, attention_mask)
         with torch.autocast(cell_embedding.device.type, enabled=False):  # scores in fp32 (see the class doc)
             embedding = at_least_fp32(cell_embedding)
-            logits = ctc_logits(embedding, self.classes.embedding.to(embedding.dtype), self.temperature)
+            logits = ctc_logits(embedding, self.class_embedding.to(embedding.dtype), self.temperature)
         ctc_probs = logits.softmax(dim=-1)
         n_cells, n_classes = ctc_probs.shape
         match_prob = torch.full_like(ctc_probs, float("nan"))
@@ -269,7 +341,7 @@ class ZeroShotScorer:
         else:
             candidates = top_k_candidates(ctc_probs, self.top_k)
         if candidates.shape[1] > 1:
-            candidate_match = self.match_probability(cell_hidden, attention_mask, candidates)
+            candidate_match = self.class_match_probability(cell_hidden, attention_mask, candidates)
             match_prob.scatter_(1, candidates, candidate_match)
         else:  # one candidate: every class gets CTM 1/C whatever the matcher says: skip it
             candidate_match = torch.zeros(candidates.shape, dtype=ctc_probs.dtype, device=ctc_probs.device)

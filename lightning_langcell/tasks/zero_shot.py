@@ -35,6 +35,7 @@ from lightning_langcell.inference.hierarchy import (
 )
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
 from lightning_langcell.inference.output import ZeroShotAnnotations
+from lightning_langcell.inference.prompts import DEFAULT_PROMPTS, prompt_templates
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, CheckpointPredictionTask, log_metrics
 
@@ -49,7 +50,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         datamodule, candidates = trainer.datamodule, pl_module.candidates
         predictions = rows["probabilities"].argmax(axis=1)
         info = zero_shot_info(candidates, pl_module.scorer, datamodule.hparams.label_column, len(rows["index"]),
-                              len(datamodule.corpus), str(pl_module.hparams.init_from))
+                              len(datamodule.corpus), str(pl_module.hparams.init_from), pl_module.hparams.prompts)
         info["max_length"] = int(datamodule.hparams.max_length)
         if (rows["target"] >= 0).any():
             info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
@@ -99,6 +100,8 @@ class LangCellZeroShot(CheckpointPredictionTask):
         hierarchy, backoff_threshold, ancestor_threshold: Cell Ontology term per cell with
             back-off to a sure ancestor (see ``annotate`` and
             :mod:`lightning_langcell.inference.hierarchy`).
+        prompts: class texts: ``"official"``, ``"ensemble"``, a template or a list of templates
+            (see :mod:`lightning_langcell.inference.prompts`); checked here, before any data is read.
     """
 
     writer_class = ZeroShotPredictionWriter
@@ -116,8 +119,10 @@ class LangCellZeroShot(CheckpointPredictionTask):
         hierarchy: bool = False,
         backoff_threshold: float = DEFAULT_THRESHOLD,
         ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
+        prompts: str | list[str] = DEFAULT_PROMPTS,
         **kwargs,
     ):
+        prompt_templates(prompts)
         super().__init__(init_from, **kwargs)  # saves the hyperparameters
         self.candidates = None
         self.scorer = None
@@ -139,8 +144,9 @@ class LangCellZeroShot(CheckpointPredictionTask):
 
     def on_predict_start(self) -> None:
         hp = self.hparams
-        self.scorer = build_scorer(self.model, self.candidates, self.text_tokenizer, self.device, alpha=hp.alpha,
-                                   top_k=hp.top_k, temperature=hp.temperature, class_chunk_size=hp.class_chunk_size)
+        self.scorer = build_scorer(self.model, self.candidates, self.text_tokenizer, self.device, prompts=hp.prompts,
+                                   alpha=hp.alpha, top_k=hp.top_k, temperature=hp.temperature,
+                                   class_chunk_size=hp.class_chunk_size)
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         """Per cell: corpus row ``index`` [B], final ``probabilities`` [B, C], ``embedding`` [B, E],

@@ -117,6 +117,12 @@ class CellTextBuilder:
         self._warn_missing()
         return segment
 
+    def class_parts(self, label_or_id: str) -> tuple[str, str | None, OntologyTerm | None]:
+        """(label shown, definition or None, ontology term or None) of a class, as
+        :meth:`class_text` writes it (overrides applied); records nothing as missing."""
+        term_id = label_or_id if is_term_id(label_or_id) else None
+        return self._resolve(ASPECTS[0], None if term_id else _present(label_or_id), _present(term_id))
+
     def cell_text(self, row: Mapping) -> str:
         """Text of one cell from a mapping of obs column → value (all aspects present)."""
         text = "".join(self._row_segments(row))
@@ -192,6 +198,13 @@ class CellTextBuilder:
                        term_id: str | None) -> str | None:
         if label is None and term_id is None:
             return None
+        shown, definition, _ = self._resolve(aspect, label, term_id)
+        if not definition:
+            self._missing.setdefault(aspect.name, set()).add(shown)
+        return text_segment(aspect.name, shown, definition)
+
+    def _resolve(self, aspect: TextAspect, label: str | None,
+                 term_id: str | None) -> tuple[str, str | None, OntologyTerm | None]:
         normalized_id = normalize_term_id(term_id) if term_id else None
         if term_id is not None:  # the id column wins, even when the term is not bundled
             term = self.ontology.term(normalized_id) if normalized_id else None
@@ -204,9 +217,7 @@ class CellTextBuilder:
         definition = self._override(normalized_id, term, label)
         if definition is None and term is not None:
             definition = term.definition
-        if not definition:
-            self._missing.setdefault(aspect.name, set()).add(shown)
-        return text_segment(aspect.name, shown, definition)
+        return shown, definition or None, term
 
     def _override(self, term_id: str | None, term: OntologyTerm | None,
                   label: str | None) -> str | None:
