@@ -256,7 +256,7 @@ class ZeroShotScorer:
         alpha: weight of CTC in the blend (0.1 official; 1.0 skips the matcher).
         top_k: run the matcher on each cell's k best CTC classes only (None: all, exact mode).
         temperature: CTC temperature (0.05 official).
-        class_chunk_size: candidate classes per fused matcher pass (bounds memory).
+        class_chunk_size: candidate classes (with ``groups``: texts) per fused matcher pass (bounds memory).
         groups: several texts per class (prompt ensembles): ``classes`` holds every text and
             ``groups`` says whose it is; None: one text per class, ``classes`` in class order.
             The cells' key/value are still projected once per batch, and every text of the
