@@ -199,10 +199,8 @@ def annotation_section(quality: dict) -> list[str]:
                 f"test split; mean ± sd over seeds {info['seeds']}. Zero-shot and CTC only (α = 1) use no labels; "
                 "logistic regression is fitted on the same standardised embeddings of the same cells; the prototype "
                 "adapter blends class prototypes with the zero-shot scores (weight by leave-one-out), the probe "
-                "adapter is a linear probe initialised from the class texts, the logistic adapter (the default) is "
-                "a logistic regression on the standardised embeddings pulled toward the class-text classifier, the "
-                "pull chosen per task by cross-validation on the k cells among none (= logistic regression), two "
-                "strengths and the zero-shot scores (`lightning_langcell.inference.adapters`).", "",
+                "adapter is a linear probe initialised from the class texts "
+                "(`lightning_langcell.inference.adapters`).", "",
                 *_marked_table(quality, adapters, [("k", "k"), ("method", "method"),
                                                    ("train cells (last seed)", "n_train"),
                                                    ("test cells", "n_test"), ("accuracy", "accuracy"),

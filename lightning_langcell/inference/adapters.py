@@ -1,6 +1,6 @@
 """Few-shot adapters on a frozen model: k labelled cells per class improve zero-shot predictions.
 
-The adapters take tensors the caller computes once with the frozen model: cell embeddings
+Both adapters take tensors the caller computes once with the frozen model: cell embeddings
 [n, E] (the CTC space, ``obsm["X_langcell"]``), the class-text embeddings [C, E] and, for the
 prototype adapter, optionally the zero-shot scores [n, C] of the same cells. Nothing random is
 drawn: each fit is a deterministic function of its inputs.
@@ -26,17 +26,8 @@ drawn: each fit is a deterministic function of its inputs.
   plus ``l2_to_init · Σ Δ²`` (weight decay toward the text embeddings, not toward 0). The
   default ``l2_to_init`` 0.01 (300 steps, Adam lr 0.01) was chosen among {1, 0.1, 0.01, 0.001}
   on the shipped checkpoint's pre-training datasets, never on the never-seen benchmark sets.
-- :func:`fit_logistic_adapter` (the default, ``"logistic"``): multinomial logistic regression on
-  the embeddings standardised with the mean and sd of all cells being annotated (no labels
-  needed), with scikit-learn's objective ``Σ CE + ½‖W − γ·W0‖²`` except that the L2 pull goes
-  toward γ times the text classifier W0, b0 (the CTC classifier rewritten for standardised
-  features, :func:`text_classifier`) instead of toward 0. γ = 0 is plain logistic regression
-  (C = 1), γ > 0 lets a class without labelled cells keep its text prior. γ ∈ {0, 0.5, 1} and
-  the zero-shot scores themselves ("infinite pull") are candidates; the one with the best
-  cross-validated accuracy on the k labelled cells wins (:func:`cv_folds`: leave-one-out up to 5
-  cells, else 5 class-mixed folds; ties go to the earlier candidate, plain logistic regression
-  first). Nothing is tuned beyond this per-task choice: C = 1 is the baseline's.
-- :func:`fit_adapter`: any adapter by name with its defaults.
+- :func:`fit_adapter`: either adapter by name with its defaults (what ``annotate``, the CLI and
+  the benchmark call).
 """
 
 from __future__ import annotations
@@ -50,12 +41,8 @@ from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_TEMPERATURE
 
 BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(11))
-ADAPTERS = ("prototype", "probe", "logistic")
-DEFAULT_ADAPTER = "logistic"
-LOGISTIC, ZERO_SHOT = "logistic_prior_", "zero-shot"
-PRIOR_WEIGHTS = (0.0, 0.5, 1.0)  # γ: 0 = plain logistic regression, 1 = shrink toward the text classifier
-CV_FOLDS = 5
-LOGISTIC_MAX_ITER = 100
+ADAPTERS = ("prototype", "probe")
+DEFAULT_ADAPTER = "probe"
 
 
 def check_labelled(embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor) -> None:
@@ -172,107 +159,6 @@ def fit_prototype_adapter(embeddings: torch.Tensor, labels: torch.Tensor, text_e
 
 
 @dataclass(frozen=True)
-class LogisticAdapter:
-    """Fitted text-prior logistic regression: logits = ``(cell − mean) / scale · weightᵀ + bias``, or
-    the zero-shot scores themselves when cross-validation chose them (``choice`` "zero-shot")."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    mean: torch.Tensor
-    scale: torch.Tensor
-    choice: str
-    cv_accuracy: dict[str, float]
-
-    def scores(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores [n, C] of cells [n, E]; ``text_scores``: their zero-shot scores (needed for "zero-shot")."""
-        if self.choice == ZERO_SHOT:
-            if text_scores is None:
-                raise LangCellInputError("This adapter chose the zero-shot scores.", "Pass text_scores=.")
-            return text_scores.double()
-        return ((embeddings.double() - self.mean) / self.scale) @ self.weight.T + self.bias
-
-    def predict(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
-        """Class index [n] of each cell."""
-        return self.scores(embeddings, text_scores).argmax(dim=-1)
-
-    def settings(self) -> dict:
-        return {"choice": self.choice, "cv_accuracy": dict(self.cv_accuracy)}
-
-
-def text_classifier(text_embeddings: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, radius: torch.Tensor,
-                    temperature: float = OFFICIAL_TEMPERATURE) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CTC classifier on standardised features ``z = (x − μ) / σ``: since ``cos(x, t) ≈ x·t̂ / r``
-    (r: the population's mean norm), weight ``σ ⊙ t̂ / (T r)`` [C, E] and bias ``μ·t̂ / (T r)`` [C]."""
-    unit_texts = F.normalize(text_embeddings.detach().double(), dim=-1)
-    return scale * unit_texts / (temperature * radius), mean @ unit_texts.T / (temperature * radius)
-
-
-def fit_logistic(features: torch.Tensor, labels: torch.Tensor, prior: tuple[torch.Tensor, torch.Tensor],
-                 prior_weight: float, max_iter: int = LOGISTIC_MAX_ITER) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimise ``Σ CE + ½‖W − γ·W0‖²`` (+ ``½‖b − γ·b0‖²`` when γ > 0) by L-BFGS; γ = 0 is
-    scikit-learn's multinomial logistic regression with C = 1 (intercept not penalised)."""
-    prior_w, prior_b = (prior_weight * p for p in prior)
-    weight, bias = prior_w.clone().requires_grad_(True), prior_b.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                                  tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = F.cross_entropy(features @ weight.T + bias, labels, reduction="sum")
-        loss = loss + 0.5 * (weight - prior_w).pow(2).sum()
-        if prior_weight > 0:
-            loss = loss + 0.5 * (bias - prior_b).pow(2).sum()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        optimizer.step(closure)
-    return weight.detach(), bias.detach()
-
-
-def cv_folds(labels: torch.Tensor, n_folds: int = CV_FOLDS) -> torch.Tensor:
-    """Fold [n] of each cell: cells sorted by class dealt round-robin into min(n_folds, n) folds
-    (leave-one-out when n ≤ n_folds; each fold mixes classes)."""
-    order = torch.argsort(labels, stable=True)
-    folds = torch.empty_like(labels)
-    folds[order] = torch.arange(len(labels)) % min(n_folds, len(labels))
-    return folds
-
-
-def fit_logistic_adapter(embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor,
-                         text_scores: torch.Tensor | None = None, population: torch.Tensor | None = None,
-                         prior_weights: tuple[float, ...] = PRIOR_WEIGHTS) -> LogisticAdapter:
-    """Text-prior logistic regression with the prior's weight γ chosen by cross-validation on the
-    labelled cells (module doc). ``population`` [m, E]: cells whose mean / sd standardise the
-    features (None: the labelled cells); ``text_scores`` [n, C]: zero-shot scores of the labelled
-    cells (adds the zero-shot candidate)."""
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    check_labelled(embeddings, labels, text_embeddings)
-    population = (embeddings if population is None else population).detach().double()
-    mean, scale = population.mean(0), population.std(0, unbiased=False).clamp_min(1e-6)
-    prior = text_classifier(text_embeddings, mean, scale, population.norm(dim=-1).mean().clamp_min(1e-6))
-    features = (embeddings.detach().double() - mean) / scale
-    folds = cv_folds(labels)
-    candidates = {f"{LOGISTIC}{g:g}": g for g in prior_weights}
-    accuracy = {}
-    for name, gamma in candidates.items():
-        right = 0
-        for fold in range(int(folds.max()) + 1):
-            held = folds == fold
-            weight, bias = fit_logistic(features[~held], labels[~held], prior, gamma)
-            right += int(((features[held] @ weight.T + bias).argmax(-1) == labels[held]).sum())
-        accuracy[name] = right / len(labels)
-    if text_scores is not None:
-        accuracy[ZERO_SHOT] = float((text_scores.argmax(-1) == labels).double().mean())
-    choice = max(accuracy, key=lambda name: accuracy[name])  # ties: the first (plain logistic regression)
-    if choice == ZERO_SHOT:
-        weight, bias = prior
-    else:
-        weight, bias = fit_logistic(features, labels, prior, candidates[choice])
-    return LogisticAdapter(weight, bias, mean, scale, choice, accuracy)
-
-
-@dataclass(frozen=True)
 class ProbeAdapter:
     """Fitted linear probe: logits = normalised cell · ``weight``ᵀ + ``bias`` (``weight`` [C, E]
     already divided by the temperature)."""
@@ -281,7 +167,7 @@ class ProbeAdapter:
     bias: torch.Tensor
 
     def scores(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [n, C] of cells [n, E] (``text_scores`` is not used)."""
+        """Logits [n, C] of cells [n, E] (``text_scores``: not used, accepted as the prototype's)."""
         return F.normalize(embeddings.float(), dim=-1) @ self.weight.T + self.bias
 
     def predict(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
@@ -322,14 +208,12 @@ def fit_probe_adapter(embeddings: torch.Tensor, labels: torch.Tensor, text_embed
 
 
 def fit_adapter(adapter: str, embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor,
-                text_scores: torch.Tensor | None = None, population: torch.Tensor | None = None):
+                text_scores: torch.Tensor | None = None):
     """Fit the named adapter (:data:`ADAPTERS`) with its defaults; the result has ``scores(embeddings,
-    text_scores)`` and ``settings()``. ``text_scores``: zero-shot scores of the labelled cells;
-    ``population``: all cells (labels not needed), whose mean and sd standardise "logistic"'s features."""
+    text_scores)`` and ``settings()``. ``text_scores``: zero-shot scores of the labelled cells (the
+    prototype's text term; predictions then pass the same kind)."""
     if adapter == "prototype":
         return fit_prototype_adapter(embeddings, labels, text_embeddings, text_scores=text_scores)
     if adapter == "probe":
         return fit_probe_adapter(embeddings, labels, text_embeddings)
-    if adapter == "logistic":
-        return fit_logistic_adapter(embeddings, labels, text_embeddings, text_scores, population)
     raise LangCellInputError(f"Unknown adapter {adapter!r}.", f"Use one of {list(ADAPTERS)}.")

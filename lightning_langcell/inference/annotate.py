@@ -260,8 +260,7 @@ def annotate(
             cells: ``adapter`` is fitted on them and every cell also gets obs
             ``langcell_few_shot_prediction``, obsm ``langcell_few_shot_scores`` and
             ``uns["langcell"]["few_shot"]`` (see :mod:`lightning_langcell.inference.few_shot_cells`).
-        adapter: ``"logistic"`` (default), ``"probe"`` or ``"prototype"`` (see
-            :mod:`lightning_langcell.inference.adapters`).
+        adapter: ``"probe"`` (default) or ``"prototype"`` (see :mod:`lightning_langcell.inference.adapters`).
     """
     import anndata
 

@@ -71,8 +71,7 @@ def few_shot_annotate(
     Args:
         reference: AnnData or .h5ad path of labelled cells (e.g. k per class) in
             ``obs[reference_label_column]``; unlabelled reference cells are ignored.
-        adapter: ``"logistic"`` (default: text-prior logistic regression, prior weight by
-            cross-validation), ``"probe"`` (the text-initialised linear probe) or ``"prototype"``
+        adapter: ``"probe"`` (default: the text-initialised linear probe) or ``"prototype"``
             (training-free, blend weight by leave-one-out; weight 0 is zero-shot exactly); see
             :mod:`lightning_langcell.inference.adapters`.
         classes: candidate classes as in ``annotate``; None: the reference's labels.

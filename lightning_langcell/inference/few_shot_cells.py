@@ -58,21 +58,12 @@ def adapter_results(adapter: str, probabilities: np.ndarray, embeddings: np.ndar
     """(obs columns, obsm entries, settings) of the adapter fitted on the cells with ``codes`` >= 0.
 
     ``probabilities`` [N, C] (zero-shot) and ``embeddings`` [N, E]: NaN rows are cells that were
-    not scored; they get no few-shot prediction either. Every scored cell, labelled or not, is the
-    probe's population (the mean and sd that standardise its features).
+    not scored; they get no few-shot prediction either.
     """
     check_adapter(adapter)
-    emb = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
-    log_probs = torch.from_numpy(np.asarray(probabilities, dtype=np.float32)).clamp_min(1e-12).log()
-    scored = ~(emb.isnan().any(dim=1) | log_probs.isnan().any(dim=1))
-    keep = scored & torch.from_numpy(np.asarray(codes) >= 0)
-    if not bool(keep.any()):
-        raise LangCellInputError("No labelled cell could be scored (no vocabulary gene).",
-                                 "Check the labelled cells' counts and var['ensembl_id'].")
-    started = time.perf_counter()
-    fitted = fit_adapter(adapter, emb[keep], torch.from_numpy(np.asarray(codes))[keep], text_embeddings,
-                         log_probs[keep], population=emb[scored])
-    seconds = time.perf_counter() - started
+    with torch.inference_mode(False), torch.enable_grad():  # Lightning predicts in inference mode
+        fitted, emb, log_probs, scored, keep, seconds = fitted_adapter(adapter, probabilities, embeddings,
+                                                                       text_embeddings, codes)
     scores = torch.full((len(emb), len(classes)), float("nan"))
     scores[scored] = fitted.scores(emb[scored], log_probs[scored]).float()
     predicted = np.where(scored.numpy(), scores.nan_to_num(float("-inf")).argmax(dim=1).numpy(), -1)
@@ -81,3 +72,19 @@ def adapter_results(adapter: str, probabilities: np.ndarray, embeddings: np.ndar
     info = {"adapter": adapter, "n_labelled_cells": int(keep.sum()), "fit_seconds": round(seconds, 3),
             **fitted.settings()}
     return obs, {FEW_SHOT_SCORES_KEY: scores.numpy()}, info
+
+
+def fitted_adapter(adapter: str, probabilities: np.ndarray, embeddings: np.ndarray, text_embeddings: torch.Tensor,
+                   codes: np.ndarray):
+    """(fitted adapter, embeddings, zero-shot log-probabilities, scored mask, labelled mask, fit seconds)."""
+    emb = torch.from_numpy(np.array(embeddings, dtype=np.float32))
+    log_probs = torch.from_numpy(np.array(probabilities, dtype=np.float32)).clamp_min(1e-12).log()
+    scored = ~(emb.isnan().any(dim=1) | log_probs.isnan().any(dim=1))
+    keep = scored & torch.from_numpy(np.asarray(codes) >= 0)
+    if not bool(keep.any()):
+        raise LangCellInputError("No labelled cell could be scored (no vocabulary gene).",
+                                 "Check the labelled cells' counts and var['ensembl_id'].")
+    started = time.perf_counter()
+    fitted = fit_adapter(adapter, emb[keep], torch.from_numpy(np.asarray(codes))[keep], text_embeddings.clone(),
+                         log_probs[keep])
+    return fitted, emb, log_probs, scored, keep, time.perf_counter() - started

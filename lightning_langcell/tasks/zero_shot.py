@@ -130,7 +130,7 @@ class LangCellZeroShot(CheckpointPredictionTask):
             back-off to a sure ancestor (see ``annotate`` and
             :mod:`lightning_langcell.inference.hierarchy`).
         few_shot_labels: obs column of the input file(s); its non-empty labels (candidate classes)
-            mark the labelled cells an ``adapter`` (``logistic``, ``probe`` or ``prototype``) is fitted on.
+            mark the labelled cells an ``adapter`` (``probe`` or ``prototype``) is fitted on.
     """
 
     writer_class = ZeroShotPredictionWriter
