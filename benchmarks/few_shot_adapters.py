@@ -10,8 +10,10 @@ k labelled cells per class come from the train split (:func:`benchmarks.quality.
 - zero-shot (α = 0.1, the default) and CTC only (α = 1, what the probe starts from): no labels;
 - logistic regression (:func:`benchmarks.baselines.logistic_regression`) on the same frozen
   embeddings of the same k cells, standardised with the train split's mean and sd (no labels);
-- the prototype adapter with the zero-shot log-probabilities as its text term (w = 0 = zero-shot);
-- the text-initialised linear probe (default settings).
+- every adapter of :data:`lightning_langcell.inference.adapters.ADAPTERS` with its defaults
+  (:func:`~lightning_langcell.inference.adapters.fit_adapter`): the prototype adapter with the
+  zero-shot log-probabilities as its text term (w = 0 = zero-shot) and the text-initialised
+  linear probe.
 
 Mean ± sd over seeds. Run: ``python -m benchmarks.few_shot_adapters [--out results.json]``.
 """
@@ -29,12 +31,12 @@ import torch
 from benchmarks.baselines import label_metrics, logistic_regression
 from benchmarks.quality import (CHECKPOINT, LABEL, METRICS, Dataset, dataset_paths, few_shot_cells, load_dataset,
                                 seed_summary)
-from lightning_langcell.inference.adapters import fit_probe_adapter, fit_prototype_adapter
+from lightning_langcell.inference.adapters import ADAPTERS, fit_adapter
 
 UNSEEN = ["pbmc3k", "garnett_pbmc_facs", "actinn_mouse_blood"]
 KS, SEEDS = (1, 3, 5, 10), (0, 1, 2, 3, 4)
 METHODS = ("zero-shot (alpha 0.1)", "CTC only (alpha 1)", "logistic regression (frozen embeddings)",
-           "prototype adapter", "probe adapter")
+           *(f"{name} adapter" for name in ADAPTERS))
 
 
 def frozen_outputs(data: Dataset, model, text_tokenizer) -> dict[str, torch.Tensor]:
@@ -71,21 +73,19 @@ def method_predictions(data: Dataset, frozen: dict[str, torch.Tensor], train: np
     mean, sd = emb[data.train].mean(0), emb[data.train].std(0) + 1e-6
     lr = logistic_regression(((emb[train] - mean) / sd).numpy(), data.labels[train],
                              ((emb[test] - mean) / sd).numpy(), seed=seed)
-    started = time.perf_counter()
-    prototype = fit_prototype_adapter(emb[train], labels, texts, text_scores=log_probs[train])
-    prototype_s = time.perf_counter() - started
-    started = time.perf_counter()
-    probe = fit_probe_adapter(emb[train], labels, texts)
-    probe_s = time.perf_counter() - started
     predictions = {
         METHODS[0]: log_probs[test].argmax(-1).numpy(),
         METHODS[1]: (emb[test] @ texts.T).argmax(-1).numpy(),
         METHODS[2]: np.array([index[str(p)] for p in lr]),
-        METHODS[3]: prototype.predict(emb[test], log_probs[test]).numpy(),
-        METHODS[4]: probe.predict(emb[test]).numpy(),
     }
-    settings = {"prototype_weight": prototype.weight, "prototype_fit_s": round(prototype_s, 4),
-                "probe_fit_s": round(probe_s, 4)}
+    settings = {}
+    for name in ADAPTERS:
+        started = time.perf_counter()
+        fitted = fit_adapter(name, emb[train], labels, texts, log_probs[train])
+        settings[f"{name} adapter"] = {"fit_s": round(time.perf_counter() - started, 4),
+                                       **{key: value for key, value in fitted.settings().items()
+                                          if not isinstance(value, dict)}}
+        predictions[f"{name} adapter"] = fitted.scores(emb[test], log_probs[test]).argmax(-1).numpy()
     return predictions, settings
 
 
@@ -101,7 +101,7 @@ def dataset_rows(data: Dataset, frozen: dict[str, torch.Tensor], ks=KS, seeds=SE
             predictions, settings = method_predictions(data, frozen, train, seed)
             for method, predicted in predictions.items():
                 runs[method].append({"seed": seed, **label_metrics(truth, names[predicted], data.classes),
-                                     **(settings if "adapter" in method else {})})
+                                     **settings.get(method, {})})
         rows += [{"dataset": data.name, "k": k, "method": method, "n_train": int(len(train)),
                   "n_test": int(len(data.test)), **seed_summary(per_seed), "per_seed": per_seed}
                  for method, per_seed in runs.items()]

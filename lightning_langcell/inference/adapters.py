@@ -26,6 +26,8 @@ drawn: each fit is a deterministic function of its inputs.
   plus ``l2_to_init · Σ Δ²`` (weight decay toward the text embeddings, not toward 0). The
   default ``l2_to_init`` 0.01 (300 steps, Adam lr 0.01) was chosen among {1, 0.1, 0.01, 0.001}
   on the shipped checkpoint's pre-training datasets, never on the never-seen benchmark sets.
+- :func:`fit_adapter`: either adapter by name with its defaults (what ``annotate``, the CLI and
+  the benchmark call).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from lightning_langcell.models.zero_shot_scores import OFFICIAL_TEMPERATURE
 
 BLEND_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 ADAPTERS = ("prototype", "probe")
+DEFAULT_ADAPTER = "probe"
 
 
 def check_labelled(embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor) -> None:
@@ -110,6 +113,11 @@ class PrototypeAdapter:
         """Class index [n] of each cell."""
         return self.scores(embeddings, text_scores).argmax(dim=-1)
 
+    def settings(self) -> dict:
+        """What was chosen: the blend weight and each grid weight's leave-one-out accuracy."""
+        return {"blend_weight": self.weight,
+                "leave_one_out_accuracy": {str(w): a for w, a in self.loo_accuracy.items()}}
+
 
 def text_term_of(unit_embeddings: torch.Tensor, text_embeddings: torch.Tensor,
                  text_scores: torch.Tensor | None) -> torch.Tensor:
@@ -158,13 +166,16 @@ class ProbeAdapter:
     weight: torch.Tensor
     bias: torch.Tensor
 
-    def scores(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Logits [n, C] of cells [n, E]."""
+    def scores(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [n, C] of cells [n, E] (``text_scores``: not used, accepted as the prototype's)."""
         return F.normalize(embeddings.float(), dim=-1) @ self.weight.T + self.bias
 
-    def predict(self, embeddings: torch.Tensor) -> torch.Tensor:
+    def predict(self, embeddings: torch.Tensor, text_scores: torch.Tensor | None = None) -> torch.Tensor:
         """Class index [n] of each cell."""
         return self.scores(embeddings).argmax(dim=-1)
+
+    def settings(self) -> dict:
+        return {}
 
 
 def fit_probe_adapter(embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor,
@@ -194,3 +205,15 @@ def fit_probe_adapter(embeddings: torch.Tensor, labels: torch.Tensor, text_embed
             loss.backward()
             optimizer.step()
     return ProbeAdapter(((init + delta) / temperature).detach(), bias.detach().clone())
+
+
+def fit_adapter(adapter: str, embeddings: torch.Tensor, labels: torch.Tensor, text_embeddings: torch.Tensor,
+                text_scores: torch.Tensor | None = None):
+    """Fit the named adapter (:data:`ADAPTERS`) with its defaults; the result has ``scores(embeddings,
+    text_scores)`` and ``settings()``. ``text_scores``: zero-shot scores of the labelled cells (the
+    prototype's text term; predictions then pass the same kind)."""
+    if adapter == "prototype":
+        return fit_prototype_adapter(embeddings, labels, text_embeddings, text_scores=text_scores)
+    if adapter == "probe":
+        return fit_probe_adapter(embeddings, labels, text_embeddings)
+    raise LangCellInputError(f"Unknown adapter {adapter!r}.", f"Use one of {list(ADAPTERS)}.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,13 @@ from lightning_langcell.inference.classes import (
     candidate_classes,
     obs_labels,
     truth_indices,
+)
+from lightning_langcell.inference.adapters import DEFAULT_ADAPTER
+from lightning_langcell.inference.few_shot_cells import (
+    FEW_SHOT_PREDICTION_KEY,
+    adapter_results,
+    check_adapter,
+    labelled_codes,
 )
 from lightning_langcell.inference.hierarchy import (
     DEFAULT_ANCESTOR_THRESHOLD,
@@ -46,17 +54,40 @@ from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_
 
 
 # ------------------------------------------------------------------------ model and tokenizers
-def load_zero_shot_model(model_or_path: LangCellModel | str | os.PathLike, text_tokenizer: Any = None):
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint loaded once (:func:`load_checkpoint`) and reused by several ``annotate`` calls."""
+
+    model: LangCellModel
+    text_tokenizer: Any
+    vocabulary: Any
+    name: str
+
+
+def load_checkpoint(model_or_path: Any, text_tokenizer: Any = None) -> LoadedCheckpoint:
+    """:func:`load_zero_shot_model` kept together with the name it was loaded from."""
+    if isinstance(model_or_path, LoadedCheckpoint):
+        return model_or_path
+    name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
+    return LoadedCheckpoint(*load_zero_shot_model(model_or_path, text_tokenizer), name=name)
+
+
+def load_zero_shot_model(model_or_path: LangCellModel | LoadedCheckpoint | str | os.PathLike,
+                         text_tokenizer: Any = None):
     """(model in eval mode, its text tokenizer, its gene vocabulary or None when unknown).
 
     A path goes through :func:`lightning_langcell.hub.loading.load_model` (our format, the
-    official layout, a Lightning ``.ckpt``, or a registered name). ``text_tokenizer``: a path or
-    tokenizer object; None takes the one stored with the checkpoint (the bundled one for a model object).
+    official layout, a Lightning ``.ckpt``, or a registered name); a :class:`LoadedCheckpoint` is
+    reused as it is. ``text_tokenizer``: a path or tokenizer object; None takes the one stored
+    with the checkpoint (the bundled one for a model object).
     """
     from lightning_langcell.text import load_text_tokenizer
 
     from lightning_langcell.hub.loading import load_gene_vocabulary_for, load_model, load_text_tokenizer_for
 
+    if isinstance(model_or_path, LoadedCheckpoint):
+        tokenizer = model_or_path.text_tokenizer if text_tokenizer is None else load_text_tokenizer(text_tokenizer)
+        return model_or_path.model.eval(), tokenizer, model_or_path.vocabulary
     given = isinstance(model_or_path, LangCellModel)
     if text_tokenizer is not None and not isinstance(text_tokenizer, (str, os.PathLike)):
         tokenizer = text_tokenizer
@@ -198,12 +229,15 @@ def annotate(
     ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
     text_cache: bool | str | os.PathLike = True,
     prompts: PromptSpec = DEFAULT_PROMPTS,
+    few_shot_labels: str | None = None,
+    adapter: str = DEFAULT_ADAPTER,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
     Args:
         adata_or_path: AnnData or .h5ad path with raw counts and Ensembl gene ids.
-        model_or_path: a :class:`LangCellModel`, a checkpoint path or a registered name.
+        model_or_path: a :class:`LangCellModel`, a checkpoint path, a registered name, or a
+            :class:`LoadedCheckpoint` (loaded once, reused).
         classes: candidate classes: None (the labels of ``obs[label_column]``), a list of labels
             or CL ids, a type2text mapping / JSON path (label or id → definition), or a class set:
             ``"CL:all"``, ``"CL:0000988+"`` (a term and its descendants), ``"preset:blood"``
@@ -233,6 +267,11 @@ def annotate(
             context, combined per class), one template or a list of templates; see
             :mod:`lightning_langcell.inference.prompts` (default :data:`DEFAULT_PROMPTS`, chosen on
             the pre-training data by ``benchmarks/prompt_ensembles.py``).
+        few_shot_labels: obs column whose non-empty labels (candidate classes) mark a few labelled
+            cells: ``adapter`` is fitted on them and every cell also gets obs
+            ``langcell_few_shot_prediction``, obsm ``langcell_few_shot_scores`` and
+            ``uns["langcell"]["few_shot"]`` (see :mod:`lightning_langcell.inference.few_shot_cells`).
+        adapter: ``"probe"`` (default) or ``"prototype"`` (see :mod:`lightning_langcell.inference.adapters`).
     """
     import anndata
 
@@ -258,7 +297,11 @@ def annotate(
     candidates = candidate_classes(classes, adata.obs, label_column, type2text, allow_missing_definitions)
     check_several_classes(candidates)
     class_hierarchy = check_hierarchy_classes(candidates.term_ids, candidates.names) if hierarchy else None
-    model, text_tok, vocabulary = load_zero_shot_model(model_or_path, text_tokenizer)
+    if few_shot_labels is not None:
+        check_adapter(adapter)
+        few_shot_codes = labelled_codes(adata.obs, few_shot_labels, candidates)
+    loaded = load_checkpoint(model_or_path, text_tokenizer)
+    model, text_tok, vocabulary = load_zero_shot_model(loaded, text_tokenizer)
     max_length = max_length or model.config.cell_max_length()
     cell_tokenizer = _cell_tokenizer(vocabulary, max_length, assume_counts)
     check_gene_vocabulary(model, len(cell_tokenizer.vocabulary), cell_tokenizer.vocabulary.checksum, vocabulary)
@@ -271,8 +314,7 @@ def annotate(
     probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device, progress)
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
-    name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
-    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name,
+    annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=loaded.name,
                                       prompts=prompts)
     annotations.info["max_length"] = int(max_length)
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
@@ -285,6 +327,17 @@ def annotate(
             class_hierarchy, annotations.probabilities[rows], backoff_threshold, ancestor_threshold,
             None if target is None else target[rows])
         annotations.extra_obs = predictions.obs_columns(adata.n_obs, rows)
+    if few_shot_labels is not None:
+        obs, obsm, annotations.info["few_shot"] = adapter_results(
+            adapter, annotations.probabilities, annotations.embeddings, scorer.classes.embedding.float().cpu(),
+            few_shot_codes, candidates)
+        annotations.info["few_shot"]["label_column"] = few_shot_labels
+        annotations.extra_obs.update(obs)
+        annotations.extra_obsm.update(obsm)
+        if has_truth:
+            scored = annotations.scored
+            annotations.info["few_shot"]["metrics"] = classification_scores(
+                target[scored], obs[FEW_SHOT_PREDICTION_KEY].codes[scored], len(candidates))
     result = adata.copy() if source is None else adata
     annotations.add_to(result)
     if output is not None:

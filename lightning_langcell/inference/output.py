@@ -98,7 +98,8 @@ class ZeroShotAnnotations(CellResults):
     """Per-cell results for all N rows of an AnnData (NaN rows: cell not scored).
 
     ``probabilities`` [N, C] and ``embeddings`` [N, E] float32; ``info`` goes to ``uns["langcell"]``;
-    ``extra_obs``: further obs columns [N] (e.g. the hierarchy's back-off predictions).
+    ``extra_obs``: further obs columns [N] (e.g. the hierarchy's back-off predictions);
+    ``extra_obsm``: further obsm entries [N, ...] (e.g. the few-shot adapter's scores).
     """
 
     classes: list[str]
@@ -106,6 +107,7 @@ class ZeroShotAnnotations(CellResults):
     embeddings: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     extra_obs: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_obsm: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n_cells: int, classes: list[str], embed_dim: int) -> "ZeroShotAnnotations":
@@ -139,7 +141,7 @@ class ZeroShotAnnotations(CellResults):
                              **self.extra_obs}, index=index)
 
     def obsm_entries(self) -> dict[str, np.ndarray]:
-        return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings}
+        return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings, **self.extra_obsm}
 
     def uns_entries(self) -> dict[str, Any]:
         return {CLASSES_KEY: np.asarray(self.classes, dtype=object), **super().uns_entries()}

@@ -14,6 +14,10 @@ fine-tuned model, computed by the zero-shot engine
 (:class:`lightning_langcell.inference.zero_shot.ZeroShotScorer`: class texts embedded once per
 evaluation epoch, fused matcher passes). Training uses the differentiable per-class passes of
 :func:`class_match_logits`; both give the same numbers.
+
+After training, :func:`parameter_movement` compares the trained parameters with a sample of
+their starting values: below :data:`STILL_MOVEMENT` (relative) the run warns that the learning
+rate left the model where it started (its predictions are then the zero-shot ones).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence, Unpack
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.models import zero_shot_scores
@@ -31,6 +36,22 @@ from lightning_langcell.tasks.base import AdamWSchedule, build_model, freeze_mod
 from lightning_langcell.tasks.classify import CellClassificationTask, masked_cross_entropy
 
 LOSSES = ("ctc", "ctm")
+STILL_MOVEMENT = 1e-6  # relative parameter change below which training did not move the model
+SAMPLED_VALUES = 4096  # starting values kept per parameter tensor to measure the movement
+
+
+def parameter_sample(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the first :data:`SAMPLED_VALUES` values of each trainable parameter."""
+    return {name: p.detach().flatten()[:SAMPLED_VALUES].clone() for name, p in module.named_parameters()
+            if p.requires_grad}
+
+
+def parameter_movement(module: torch.nn.Module, start: dict[str, torch.Tensor]) -> float:
+    """``‖now − start‖ / ‖start‖`` over the sampled values of :func:`parameter_sample`."""
+    now = parameter_sample(module)
+    moved = sum(float((now[name].float() - value.float()).pow(2).sum()) for name, value in start.items())
+    size = sum(float(value.float().pow(2).sum()) for value in start.values())
+    return (moved / max(size, 1e-30)) ** 0.5
 
 
 def class_match_logits(model, cell_hidden: torch.Tensor, cell_attention_mask: torch.Tensor,
@@ -130,6 +151,8 @@ class FewShotLangCell(CellClassificationTask):
         self.model.temp.requires_grad_(False)
         self.class_text_tokens: dict[str, torch.Tensor] = {}
         self._scorer = None  # the zero-shot engine of the current evaluation epoch
+        self._start_sample: dict[str, torch.Tensor] = {}
+        self.movement: float | None = None  # relative parameter change of the last fit
 
     def configure_classes(self, classes: Sequence[str], class_texts: Sequence[str]) -> None:
         """Tokenize the class texts (one per class, in class order; ``[C, L]`` padded)."""
@@ -198,6 +221,22 @@ class FewShotLangCell(CellClassificationTask):
     def scores(self, outputs: FewShotScores) -> torch.Tensor:
         """Blended class probabilities [B, C]."""
         return outputs.final_probs
+
+    def on_train_start(self) -> None:
+        self._start_sample = parameter_sample(self)
+
+    def on_train_end(self) -> None:
+        """Warn when training left the parameters where they started (e.g. learning rate 0 or far too small)."""
+        if not self._start_sample:
+            return
+        self.movement = parameter_movement(self, self._start_sample)
+        self._start_sample = {}
+        if self.movement < STILL_MOVEMENT:
+            rank_zero_warn(
+                f"Few-shot training left the model where it started: after {self.global_step} step(s) at "
+                f"learning rate {self.learning_rate:g} its parameters moved by {self.movement:.1e} (relative, "
+                f"< {STILL_MOVEMENT:g}), so its predictions are the zero-shot ones. Raise "
+                "model.init_args.learning_rate (the recipe's 1e-5 moves it) or train more steps (trainer.max_epochs).")
 
     # the model is fixed during an evaluation epoch: embed the class texts once per epoch
     def on_validation_epoch_start(self) -> None:

@@ -7,7 +7,9 @@ cell order and writes, for each input .h5ad, an annotated copy (see
 :mod:`lightning_langcell.inference.output`). With ground truth (``data.label_column``) it
 computes accuracy, balanced accuracy, macro-F1 and weighted-F1, logs them to the trainer's
 logger (``zero_shot/<metric>``) with a confusion-matrix figure (TensorBoard), and stores them in
-``uns["langcell"]["metrics"]`` and ``LangCellZeroShot.results``.
+``uns["langcell"]["metrics"]`` and ``LangCellZeroShot.results``. With ``few_shot_labels`` (an
+obs column of the input files) the cells labelled there fit a few-shot adapter and every cell
+also gets its prediction (:mod:`lightning_langcell.inference.few_shot_cells`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -26,7 +29,15 @@ from lightning_langcell.inference.annotate import (
     check_several_classes,
     zero_shot_info,
 )
+from lightning_langcell.inference.adapters import DEFAULT_ADAPTER
 from lightning_langcell.inference.classes import candidate_classes, truth_indices
+from lightning_langcell.inference.few_shot_cells import (
+    FEW_SHOT_PREDICTION_KEY,
+    FEW_SHOT_SCORES_KEY,
+    adapter_results,
+    check_adapter,
+    labelled_codes,
+)
 from lightning_langcell.inference.hierarchy import (
     DEFAULT_ANCESTOR_THRESHOLD,
     DEFAULT_THRESHOLD,
@@ -62,6 +73,17 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
             hierarchy, info["hierarchy"] = hierarchy_results(
                 pl_module.class_hierarchy, rows["probabilities"], hp.backoff_threshold, hp.ancestor_threshold,
                 rows["target"])
+        few_shot = None
+        if pl_module.few_shot_codes is not None:
+            few_shot = adapter_results(pl_module.hparams.adapter, rows["probabilities"], rows["embedding"],
+                                       pl_module.scorer.classes.embedding.float().cpu(),
+                                       pl_module.few_shot_codes[rows["index"]], candidates)
+            info["few_shot"] = {**few_shot[2], "label_column": pl_module.hparams.few_shot_labels}
+            predicted = few_shot[0][FEW_SHOT_PREDICTION_KEY].codes
+            if (rows["target"] >= 0).any():
+                known = predicted >= 0
+                info["few_shot"]["metrics"] = classification_scores(rows["target"][known], predicted[known],
+                                                                    len(candidates))
         pl_module.results = info
 
         def annotations_for(mine: np.ndarray, local_rows: np.ndarray, n_obs: int, source: dict) -> ZeroShotAnnotations:
@@ -70,6 +92,14 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
             annotations.info = {**info, "source": str(source.get("path"))}
             if hierarchy is not None:
                 annotations.extra_obs = hierarchy.take(mine).obs_columns(n_obs, local_rows)
+            if few_shot is not None:
+                codes = np.full(n_obs, -1, dtype=np.int64)
+                codes[local_rows] = few_shot[0][FEW_SHOT_PREDICTION_KEY].codes[mine]
+                scores = np.full((n_obs, len(candidates)), np.nan, dtype=np.float32)
+                scores[local_rows] = few_shot[1][FEW_SHOT_SCORES_KEY][mine]
+                annotations.extra_obs[FEW_SHOT_PREDICTION_KEY] = pd.Categorical.from_codes(
+                    codes, categories=pd.Index(candidates.names, dtype=object))
+                annotations.extra_obsm[FEW_SHOT_SCORES_KEY] = scores
             return annotations
 
         return self.write_sources(trainer, rows, annotations_for)
@@ -102,6 +132,8 @@ class LangCellZeroShot(CheckpointPredictionTask):
             :mod:`lightning_langcell.inference.hierarchy`).
         prompts: class texts: ``"official"``, ``"ensemble"``, a template or a list of templates
             (see :mod:`lightning_langcell.inference.prompts`); checked here, before any data is read.
+        few_shot_labels: obs column of the input file(s); its non-empty labels (candidate classes)
+            mark the labelled cells an ``adapter`` (``probe`` or ``prototype``) is fitted on.
     """
 
     writer_class = ZeroShotPredictionWriter
@@ -120,10 +152,14 @@ class LangCellZeroShot(CheckpointPredictionTask):
         backoff_threshold: float = DEFAULT_THRESHOLD,
         ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
         prompts: str | list[str] = DEFAULT_PROMPTS,
+        few_shot_labels: str | None = None,
+        adapter: str = DEFAULT_ADAPTER,
         **kwargs,
     ):
         prompt_templates(prompts)
+        check_adapter(adapter)
         super().__init__(init_from, **kwargs)  # saves the hyperparameters
+        self.few_shot_codes: np.ndarray | None = None  # candidate class of each corpus row's few-shot label
         self.candidates = None
         self.scorer = None
         self.class_hierarchy = None
@@ -141,6 +177,9 @@ class LangCellZeroShot(CheckpointPredictionTask):
             self.class_hierarchy = check_hierarchy_classes(self.candidates.term_ids, self.candidates.names)
         if label_column is not None and datamodule.classes:
             self.label_map = torch.as_tensor(truth_indices(datamodule.classes, self.candidates))
+        if hp.few_shot_labels is not None:
+            self.few_shot_codes = labelled_codes(source_column(corpus, hp.few_shot_labels), hp.few_shot_labels,
+                                                 self.candidates)
 
     def on_predict_start(self) -> None:
         hp = self.hparams
@@ -159,3 +198,23 @@ class LangCellZeroShot(CheckpointPredictionTask):
             target[known] = self.label_map.to(labels.device)[labels[known]]
         return {"index": batch["index"], "probabilities": out.final_probs, "embedding": out.cell_embedding,
                 "target": target}
+
+
+def source_column(corpus, column: str) -> pd.DataFrame:
+    """obs[``column``] of the corpus' input .h5ad files, one row per corpus cell (absent: no such column)."""
+    import anndata
+
+    obs = corpus.obs
+    values = pd.Series(pd.NA, index=pd.RangeIndex(len(obs)), dtype="string")
+    found = False
+    for source in corpus.sources:
+        path = source.get("path")
+        if not path or not Path(path).is_file():
+            continue
+        source_obs = anndata.read_h5ad(path, backed="r").obs
+        if column in source_obs.columns:
+            found = True
+            mine = (obs["source_file"].astype(str) == source["name"]).to_numpy()
+            rows = obs["source_index"].to_numpy()[mine]
+            values[mine] = source_obs[column].astype("string").to_numpy()[rows]
+    return pd.DataFrame({column: values}) if found else pd.DataFrame(index=values.index)

@@ -8,10 +8,12 @@ import torch.nn.functional as F
 
 from lightning_langcell.errors import LangCellInputError
 from lightning_langcell.inference.adapters import (
+    fit_adapter,
     fit_probe_adapter,
     fit_prototype_adapter,
     standardize_rows,
 )
+from lightning_langcell.inference.annotate import annotate
 from lightning_langcell.inference.few_shot_annotate import few_shot_annotate
 
 N_CLASSES, DIM = 4, 16
@@ -102,6 +104,8 @@ def test_bad_inputs_are_refused():
         fit_prototype_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 9]), torch.randn(N_CLASSES, DIM))
     with pytest.raises(LangCellInputError, match="same E"):
         fit_probe_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM + 1))
+    with pytest.raises(LangCellInputError, match="Unknown adapter"):
+        fit_adapter("knn", torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM))
 
 
 # ------------------------------------------------------------------ public API, tiny checkpoint
@@ -166,3 +170,79 @@ def test_class_without_labelled_cells_keeps_its_text_score():
     # the prototype part is standardised over the 3 classes with a prototype only
     torch.testing.assert_close(at_one[:, :3].mean(dim=1), torch.zeros(len(test_cells), dtype=torch.float64))
     torch.testing.assert_close(at_one[:, :3].std(dim=1, unbiased=False), torch.ones(len(test_cells), dtype=torch.float64))
+
+
+# ------------------------------------------------- labelled cells inside the data: annotate and CLI
+@pytest.fixture(scope="module")
+def partly_labelled(reference_and_query, tmp_path_factory):
+    """The 50 cells with obs["my_labels"]: the reference cells' labels, "" elsewhere; obs["wrong_labels"]:
+    one label that is no class (written once)."""
+    reference, query = reference_and_query
+    cells = query.copy()
+    cells.obs["my_labels"] = ""
+    cells.obs.loc[reference.obs_names, "my_labels"] = reference.obs["cell_type"].astype(str)
+    cells.obs["wrong_labels"] = ""
+    cells.obs.iloc[0, cells.obs.columns.get_loc("wrong_labels")] = "astronaut"
+    path = tmp_path_factory.mktemp("labelled") / "partly_labelled.h5ad"
+    cells.write_h5ad(path)
+    return path, reference
+
+
+def predict_cli(repo_root, tmp_path, data, checkpoint, *extra):
+    from lightning_langcell.cli import main
+
+    runs = tmp_path / "runs"
+    return main([
+        "predict", "--config", str(repo_root / "recipes" / "zero_shot.yaml"), "--data.data", str(data),
+        "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "16",
+        "--model.init_args.init_from", str(checkpoint), "--trainer.accelerator", "cpu",
+        "--trainer.default_root_dir", str(runs), "--trainer.logger.init_args.save_dir", str(runs), *extra])
+
+
+def test_cli_few_shot_labels_write_the_python_api_predictions(partly_labelled, tiny_checkpoint, repo_root, tmp_path):
+    path, reference = partly_labelled
+    output = tmp_path / "annotated.h5ad"
+    predict_cli(repo_root, tmp_path, path, tiny_checkpoint, "--model.init_args.few_shot_labels", "my_labels",
+                "--model.init_args.output", str(output))
+    written = anndata.read_h5ad(output)
+    expected = annotate(path, tiny_checkpoint, few_shot_labels="my_labels")
+    info, expected_info = written.uns["langcell"]["few_shot"], expected.uns["langcell"]["few_shot"]
+    assert info["adapter"] == expected_info["adapter"] == "probe" and info["label_column"] == "my_labels"
+    assert info["n_labelled_cells"] == expected_info["n_labelled_cells"] == reference.n_obs
+    scores = written.obsm["langcell_few_shot_scores"]
+    np.testing.assert_allclose(scores, expected.obsm["langcell_few_shot_scores"], atol=1e-3)  # NaN rows included
+    assert np.isnan(scores).any(axis=1).sum() == 2  # cell 3 filtered, cell 29 without genes
+    predicted = written.obs["langcell_few_shot_prediction"].astype(object).to_numpy()
+    assert list(predicted) == list(expected.obs["langcell_few_shot_prediction"].astype(object))
+    classes = list(written.uns["langcell_classes"])
+    scored = ~np.isnan(scores).any(axis=1)
+    assert list(predicted[scored]) == [classes[i] for i in scores[scored].argmax(axis=1)]
+    assert info["metrics"]["accuracy"] == pytest.approx(expected_info["metrics"]["accuracy"])
+    # the labelled cells are fitted on: the probe scores each one's own class above the zero-shot blend's rank
+    labelled = written.obs_names.isin(reference.obs_names)
+    own = [classes.index(c) for c in reference.obs.loc[written.obs_names[labelled], "cell_type"].astype(str)]
+    assert (scores[labelled].argmax(axis=1) == own).mean() >= 0.5
+
+
+def test_api_few_shot_annotate_loads_the_checkpoint_once(reference_and_query, tiny_checkpoint, monkeypatch):
+    import lightning_langcell.hub.loading as loading
+
+    calls = []
+    original = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda *a, **k: calls.append(a) or original(*a, **k))
+    reference, query = reference_and_query
+    few_shot_annotate(query, tiny_checkpoint, reference, batch_size=8)
+    assert len(calls) == 1
+
+
+def test_cli_refuses_bad_few_shot_labels_before_scoring(partly_labelled, tiny_checkpoint, repo_root, tmp_path, capsys):
+    path, _ = partly_labelled
+    for column, message in (("no_such_column", "Few-shot label column 'no_such_column' is not in obs"),
+                            ("wrong_labels", "Labels ['astronaut'] of obs['wrong_labels'] are not among")):
+        with pytest.raises(SystemExit) as stopped:
+            predict_cli(repo_root, tmp_path, path, tiny_checkpoint, "--model.init_args.few_shot_labels", column)
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert f"error: {message}" in err and "fix: " in err and "Traceback" not in err
+    with pytest.raises(LangCellInputError, match="Unknown adapter"):
+        annotate(path, tiny_checkpoint, few_shot_labels="my_labels", adapter="knn")

@@ -1,5 +1,7 @@
 """Few-shot LangCell: the recipe through the CLI (fit, then test), losses and scores, bad inputs."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from classification_checks import LUNG, PBMC, read_results, reference_metrics
 
 from lightning_langcell.data.datamodule import LangCellDataModule
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.tasks.few_shot import FewShotLangCell, class_match_logits
+from lightning_langcell.tasks.few_shot import STILL_MOVEMENT, FewShotLangCell, class_match_logits
 
 K = 3
 TINY_FIT = ["--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1", "--data.batch_size", "12"]
@@ -32,7 +34,12 @@ def task_and_batch(pbmc_k_shot):
 
 
 def test_fit_then_test_from_the_command_line(run_cli, tmp_path):
-    run_cli("fit", "few_shot.yaml", "--data.k_shot", str(K), *TINY_FIT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fitted = run_cli("fit", "few_shot.yaml", "--data.k_shot", str(K), *TINY_FIT)
+    # the recipe's learning rate moves the model: no "left the model where it started" note
+    assert fitted.model.movement > 100 * STILL_MOVEMENT
+    assert not [w for w in caught if "where it started" in str(w.message)]
     checkpoint = tmp_path / "runs/few_shot/pbmc68k_reduced/k3_seed0/checkpoints/last.ckpt"
     saved = torch.load(checkpoint, weights_only=True, map_location="cpu")
     assert len(saved["cell_classes"]["classes"]) == 10 and len(saved["cell_classes"]["train_cells"]) == 10 * K
@@ -68,6 +75,15 @@ def test_fit_then_test_from_the_command_line(run_cli, tmp_path):
     # testing with another k would evaluate on training cells: refused
     with pytest.raises(LangCellInputError, match="were training cells of the checkpoint"):
         run_cli("test", "few_shot.yaml", "--data.k_shot", "1", "--ckpt_path", str(checkpoint))
+
+
+def test_a_learning_rate_that_leaves_the_model_where_it_started_is_noted(run_cli):
+    with pytest.warns(UserWarning, match="left the model where it started") as caught:
+        fitted = run_cli("fit", "few_shot.yaml", "--data.k_shot", "1", "--model.init_args.learning_rate", "0",
+                         "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0")
+    assert fitted.model.movement == 0.0
+    message = next(str(w.message) for w in caught if "where it started" in str(w.message))
+    assert "learning rate 0" in message and "model.init_args.learning_rate" in message
 
 
 def test_losses_and_scores_match_their_definitions(task_and_batch):
