@@ -43,11 +43,13 @@ READ_BLOCK = 1 << 22  # the digest's read block, so the baseline reads the same 
 
 
 def write_synthetic_corpus(target: Path, cells: int, mean_length: int, seed: int,
-                           categories: dict[str, list[str]] | None = None) -> None:
+                           categories: dict[str, list[str]] | None = None,
+                           lengths: np.ndarray | None = None) -> None:
     """``cells`` cells of random token ids through the corpus writer (one synthetic source).
 
     ``categories``: categorical obs columns to add, each value drawn uniformly from its list
-    (after the tokens of each chunk, so the tokens do not depend on it).
+    (after the tokens of each chunk, so the tokens do not depend on it). ``lengths``: the genes of
+    each cell (instead of uniform in [mean/2, 3*mean/2]).
     """
     import pandas as pd
 
@@ -63,11 +65,14 @@ def write_synthetic_corpus(target: Path, cells: int, mean_length: int, seed: int
         code = writer.add_source({"path": "synthetic", "bytes": 0, DIGEST: None})
         for start in range(0, cells, CHUNK_CELLS):
             n = min(CHUNK_CELLS, cells - start)
-            lengths = rng.integers(mean_length // 2, mean_length * 3 // 2 + 1, n)
-            flat = rng.integers(2, VOCAB_SIZE, int(lengths.sum()), dtype=np.int16)
+            if lengths is None:
+                chunk_lengths = rng.integers(mean_length // 2, mean_length * 3 // 2 + 1, n)
+            else:
+                chunk_lengths = np.asarray(lengths[start : start + n])
+            flat = rng.integers(2, VOCAB_SIZE, int(chunk_lengths.sum()), dtype=np.int16)
             columns = {name: pd.Categorical.from_codes(rng.integers(0, len(values), n), values)
                        for name, values in categories.items()}
-            writer.add_cells(flat, lengths, columns, np.full(n, code), np.arange(start, start + n),
+            writer.add_cells(flat, chunk_lengths, columns, np.full(n, code), np.arange(start, start + n),
                              [f"cell_{i}" for i in range(start, start + n)])
         writer.sources[code].update(n_cells=cells, n_skipped=0)
 

@@ -30,7 +30,8 @@ larger rank's memory). Setup itself does the same work on every rank.
 
 Each measured column is fitted linearly against cells (least squares; through the origin with a
 single size) and extrapolated to 27.5M cells, the scLibrary size, beside the targets (setup
-≤ 30 s, ≤ 2 GiB per rank beyond the memory map).
+≤ 30 s, ≤ 2 GiB per rank beyond the memory map). The loader against the model's pre-training
+step is :mod:`benchmarks.loader_vs_model`; ``python -m benchmarks.run --suite data`` runs both.
 """
 
 from __future__ import annotations

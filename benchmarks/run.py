@@ -1,6 +1,6 @@
 """Run the benchmark suites, write ``benchmarks/results/<suite>.json`` and regenerate the leaderboard.
 
-    python -m benchmarks.run --suite quality|speed|all [--quick] [--datasets pbmc3k ...]
+    python -m benchmarks.run --suite quality|speed|data|all [--quick] [--datasets pbmc3k ...]
     python -m benchmarks.run --render-only      # LEADERBOARD.md + plots from the saved JSON alone
 
 - ``quality`` (:mod:`benchmarks.quality`): real cells, zero-shot / linear probe / few-shot /
@@ -16,6 +16,12 @@
   benchmark's tiny model); the corpus integrity checks on a synthetic 200,000-cell corpus, in
   reads of the corpus (``--quick``: 5,000 cells). Each benchmark's ``scaling`` lists go to the
   JSON, tables and ``plots/speed_scaling.png``.
+- ``data`` (``benchmarks/results/data_path.json``): the data path at corpus scale
+  (:mod:`benchmarks.data_path_benchmark`: synthetic corpora of 1M, 3M and 10M cells, 1 and 2 ranks,
+  fitted and extrapolated to 27.5M cells) and the loader against the official-size model
+  (:mod:`benchmarks.loader_vs_model`, 20,000 cells, one timed model step of 2 cells per thread count)
+  (``--quick``: 20,000 and 50,000 cells, tiny model). Measured on a loaded 2-core machine: 17.5 min
+  (data path 12.3 min beside test runs; loader vs model 5.2 min with two timed model steps).
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits, config and
 the suite's measured wall time (``wall_s``), which the leaderboard and README quote.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).
@@ -39,6 +45,7 @@ from benchmarks.leaderboard import plot, render
 from benchmarks.shipped_checkpoint import CHECKPOINT, card_ready, write_card
 
 HERE = Path(__file__).resolve().parent
+DATA_RESULTS = "data_path.json"
 SPEED_ARGS = {
     "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "3",
                             "--scaling", "2500,5000,10000"],
@@ -49,6 +56,14 @@ SPEED_ARGS = {
                             "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",
                             "--real-model", "checkpoints/langcell-tiny-bundled"],
     "corpus_verify_benchmark": ["--cells", "200000", "--mean-length", "1000", "--repeat", "3"],
+}
+DATA_ARGS = {
+    "data_path_benchmark": ["--cells", "1000000,3000000,10000000", "--ranks", "1,2"],
+    "loader_vs_model": ["--size", "official", "--cells", "20000", "--model-steps", "1"],
+}
+QUICK_DATA_ARGS = {
+    "data_path_benchmark": ["--cells", "20000,50000", "--ranks", "1,2", "--steady-batches", "20"],
+    "loader_vs_model": ["--size", "tiny", "--cells", "2000", "--steady-batches", "5"],
 }
 SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
@@ -117,6 +132,27 @@ def run_speed(quick: bool = False, log=print) -> dict:
     return results
 
 
+def run_data(quick: bool = False, log=print) -> dict:
+    """The data-path benchmarks' ``main()``: their returned dicts under their names (an error kept instead)."""
+    import importlib
+
+    chosen = QUICK_DATA_ARGS if quick else DATA_ARGS
+    results = {"suite": "data", "quick": quick, "config": {"argv": chosen}, "seeds": {"all": 0},
+               "splits": "synthetic corpora, 0.9/0.1 train/val (see each benchmark)"}
+    for name, argv in chosen.items():
+        started, printed = time.perf_counter(), io.StringIO()
+        entry = {"argv": " ".join(["python -m benchmarks." + name, *argv])}
+        try:
+            with contextlib.redirect_stdout(printed):
+                entry.update(_jsonable(importlib.import_module(f"benchmarks.{name}").main(argv)))
+        except Exception as error:  # noqa: BLE001 - one failing benchmark must not lose the other
+            entry["error"] = f"{type(error).__name__}: {error}"
+        entry.update(printed=printed.getvalue()[-4000:], seconds=round(time.perf_counter() - started, 1))
+        results[name] = entry
+        log(f"{name}: {entry['seconds']} s" + (f" ({entry['error']})" if "error" in entry else ""))
+    return results
+
+
 def write_json(results: dict, path: Path) -> None:
     """Indented JSON with each list of numbers (predictions, positions) on one line."""
     from lightning_langcell.io_utils import atomic_file
@@ -134,11 +170,11 @@ def load_json(path: Path) -> dict | None:
 
 def regenerate(results_dir: Path, leaderboard: Path, plots_dir: Path, card_dir: Path | None = None) -> str:
     """LEADERBOARD.md and plots (and, with ``card_dir``, the shipped checkpoint's model card when the
-    quality results are a full run) from ``results_dir/{quality,speed}.json`` alone; returns the text."""
+    quality results are a full run) from ``results_dir/{quality,speed,data_path}.json`` alone; returns the text."""
     from lightning_langcell.io_utils import atomic_file
 
     quality, speed = load_json(results_dir / "quality.json"), load_json(results_dir / "speed.json")
-    text = render(quality, speed)
+    text = render(quality, speed, load_json(results_dir / DATA_RESULTS))
     with atomic_file(leaderboard, "w") as handle:
         handle.write(text)
     plot(quality, speed, plots_dir)
@@ -156,7 +192,7 @@ def timed(run, *args) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--suite", choices=("quality", "speed", "all"), default="all")
+    parser.add_argument("--suite", choices=("quality", "speed", "data", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="subsampled data, fewer α/k/seeds (a smoke run)")
     parser.add_argument("--datasets", nargs="+", help="quality datasets (default: all bundled + ACTINN if present)")
     parser.add_argument("--results-dir", type=Path, default=HERE / "results")
@@ -177,6 +213,9 @@ def main(argv: list[str] | None = None) -> dict:
         if args.suite in ("speed", "all"):
             written["speed"] = timed(run_speed, args.quick)
             write_json(written["speed"], args.results_dir / "speed.json")
+        if args.suite in ("data", "all"):
+            written["data"] = timed(run_data, args.quick)
+            write_json(written["data"], args.results_dir / DATA_RESULTS)
     text = regenerate(args.results_dir, args.leaderboard, args.plots_dir, args.card_dir)
     print(text)
     return written

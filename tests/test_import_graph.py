@@ -3,7 +3,7 @@
 Every module of ``lightning_langcell`` is parsed with ``ast``; every ``import`` counts, at module
 level and inside functions alike (a lazy import is still a dependency). Layers, lowest first:
 
-errors, io_utils < tokenization, text < data < objectives, models < hub < inference < tasks < cli, __main__
+errors, io_utils, column_codes < tokenization, text < data < objectives, models < hub < inference < tasks < cli, __main__
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import lightning_langcell
 PACKAGE = "lightning_langcell"
 ROOT = Path(lightning_langcell.__file__).resolve().parent
 LAYERS = (
-    ("errors", "io_utils"),
+    ("errors", "io_utils", "column_codes"),
     ("tokenization", "text"),
     ("data",),
     ("objectives", "models"),

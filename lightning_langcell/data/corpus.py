@@ -334,7 +334,7 @@ class CellCorpus:
         if spec["kind"] == "numeric":
             return np.array(self._array(spec, "values")[start:stop])
         if spec["kind"] == "categorical":
-            codes = np.asarray(self._array(spec, "codes")[start:stop], dtype=np.int64)
+            codes = np.asarray(self._array(spec, "codes")[start:stop])  # as stored (int32); pandas narrows
             return pd.Categorical.from_codes(codes, categories=self._categories(name))
         offsets = np.asarray(self._array(spec, "offsets")[start : stop + 1])
         raw = bytes(self._array(spec, "utf8")[offsets[0] : offsets[-1]])

@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
+from lightning_langcell.column_codes import used_codes, value_codes
 from lightning_langcell.data.collate import CellBatchCollator
-from lightning_langcell.data.datasets import CellDataset, EpochTaggedBatches
+from lightning_langcell.data.datasets import CellDataset, EpochTaggedBatches, index_dtype
 from lightning_langcell.errors import LangCellInputError
 
 SPLITS = ("train", "val", "test")
@@ -208,7 +209,7 @@ class LangCellDataModule(pl.LightningDataModule):
         for name, indices in self.splits.items():
             self.datasets[name] = CellDataset(self.corpus, indices, text_tokens, text_ids, labels)
         self.datasets["predict"] = CellDataset(
-            self.corpus, np.arange(len(self.corpus)), text_tokens, text_ids, labels
+            self.corpus, np.arange(len(self.corpus), dtype=index_dtype(len(self.corpus))), text_tokens, text_ids, labels
         )
 
     def _setup_columns(self) -> list[str]:
@@ -227,14 +228,14 @@ class LangCellDataModule(pl.LightningDataModule):
                 f"Label column {column!r} is not in the corpus metadata (columns: {list(obs.columns)}).",
                 "Set data.label_column to one of those columns, or to null for unlabelled data.",
             )
-        codes, uniques = pd.factorize(obs[column], use_na_sentinel=True)  # per distinct value, not per cell
+        codes, uniques = value_codes(obs[column])  # per distinct value, not per cell
         names = pd.Series(uniques).astype("string")
-        known = (names.notna() & (names != "")).to_numpy()
+        known = (names.notna() & (names != "")).to_numpy() & used_codes(codes, len(uniques))
         self.classes = sorted(set(names[known].tolist()))
         lookup = {name: i for i, name in enumerate(self.classes)}
         code_to_class = np.array([lookup[v] if ok else -1 for v, ok in zip(names.fillna(""), known)] + [-1],
-                                 dtype=np.int64)
-        return code_to_class[codes]  # a missing value's code -1 takes the appended -1
+                                 dtype=np.int32)
+        return code_to_class[codes]  # int32: a missing value's code -1 takes the appended -1
 
     def _texts(self, obs: pd.DataFrame):
         from lightning_langcell.text import CellTextBuilder, load_text_tokenizer
@@ -254,29 +255,27 @@ class LangCellDataModule(pl.LightningDataModule):
         from lightning_langcell.data.sampling import k_shot_indices, stratified_split
 
         hp = self.hparams
-        everything = np.arange(len(obs))
-        pool, test = everything, np.array([], dtype=np.int64)
+        pool, test = None, np.array([], dtype=np.int64)  # pool None: every cell (no index array)
         if hp.split_by is not None:
             if hp.split_by not in obs.columns:
                 raise LangCellInputError(
                     f"split_by column {hp.split_by!r} is not in the corpus metadata.",
                     f"Use one of {list(obs.columns)}.",
                 )
-            held = obs[hp.split_by].astype(str).isin([str(v) for v in hp.held_out or []]).to_numpy()
+            held = _held_out(obs[hp.split_by], hp.held_out or [])
             if not held.any():
                 raise LangCellInputError(
                     f"No cell has {hp.split_by} in {hp.held_out}: the test split would be empty.",
                     f"Pick held_out values among {sorted(obs[hp.split_by].astype(str).unique())}.",
                 )
-            pool, test = everything[~held], everything[held]
-        named = None if labels is None else np.array(self.classes + ["<unlabelled>"], dtype=object)[labels]
-        pool_labels = None if labels is None else named[pool]
+            pool, test = np.flatnonzero(~held), np.flatnonzero(held)
+        named = None if labels is None else _named_labels(labels, self.classes)
         if hp.k_shot is not None:
             if labels is None:
                 raise LangCellInputError("k_shot needs labels.", "Set data.label_column.")
-            pool = pool[labels[pool] >= 0]  # unlabelled cells are neither shots nor test cells
-            pool_labels = named[pool]
-            train_local, rest_local = k_shot_indices(pool_labels, hp.k_shot, hp.seed)
+            # unlabelled cells are neither shots nor test cells
+            pool = np.flatnonzero(labels >= 0) if pool is None else pool[labels[pool] >= 0]
+            train_local, rest_local = k_shot_indices(named[pool], hp.k_shot, hp.seed)
             train, rest = pool[train_local], pool[rest_local]
             if hp.split_by is None:
                 parts = stratified_split(named[rest], K_SHOT_REST_SPLIT, hp.seed)
@@ -285,8 +284,9 @@ class LangCellDataModule(pl.LightningDataModule):
         fractions = tuple(hp.split)
         if hp.split_by is not None:
             fractions = (fractions[0], fractions[1] + fractions[2], 0.0)
-        parts = stratified_split(pool_labels, fractions, hp.seed, n_cells=len(pool))
-        out = {name: pool[parts[name]] for name in SPLITS if name in parts}
+        pool_labels = named if pool is None or named is None else named[pool]
+        parts = stratified_split(pool_labels, fractions, hp.seed, n_cells=len(obs) if pool is None else len(pool))
+        out = {name: parts[name] if pool is None else pool[parts[name]] for name in SPLITS if name in parts}
         if hp.split_by is not None:
             out["test"] = test
         return out
@@ -451,6 +451,22 @@ class LangCellDataModule(pl.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume mid-epoch: the next ``train_dataloader`` skips the batches already consumed."""
         self._resume_state = state.get("train_batches")
+
+
+def _held_out(values: pd.Series, held_out: Sequence) -> np.ndarray:
+    """Bool [N]: cells whose value, as text, is among ``held_out`` (compared per distinct value)."""
+    codes, uniques = value_codes(values)
+    wanted = [str(v) for v in held_out]
+    held = pd.Index(uniques).astype(str).isin(wanted)
+    return np.append(held, "nan" in wanted)[codes]  # a missing value reads "nan", as astype(str) has it
+
+
+def _named_labels(labels: np.ndarray, classes: list[str]) -> pd.Categorical:
+    """Class indices (-1: unlabelled) as a Categorical of class names, unlabelled cells in an
+    ``<unlabelled>`` class of their own (so the split is stratified over them too)."""
+    unlabelled = classes.index("<unlabelled>") if "<unlabelled>" in classes else len(classes)
+    names = classes + ["<unlabelled>"] if unlabelled == len(classes) else classes
+    return pd.Categorical.from_codes(np.where(labels >= 0, labels, unlabelled), names)
 
 
 def _check_token_budget(batch_tokens: int | None, max_cells: int | None, max_length: int | None) -> None:

@@ -27,7 +27,7 @@ class CellDataset(Dataset):
         labels: np.ndarray | None = None,
     ):
         self.corpus = corpus
-        self.indices = np.asarray(indices, dtype=np.int64)
+        self.indices = np.asarray(indices).astype(index_dtype(len(corpus)), copy=False)
         self.text_tokens = text_tokens
         self.text_ids = text_ids
         self.labels = labels
@@ -56,6 +56,11 @@ class CellDataset(Dataset):
     def lengths(self) -> np.ndarray:
         """Gene-token count of each cell in this dataset (for length grouping)."""
         return np.asarray(self.corpus.lengths)[self.indices]
+
+
+def index_dtype(n_cells: int) -> type:
+    """Cell positions of a corpus of ``n_cells``: int32 when they fit (half the memory), else int64."""
+    return np.int32 if n_cells <= np.iinfo(np.int32).max else np.int64
 
 
 class EpochTaggedBatches:

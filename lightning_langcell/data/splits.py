@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from lightning_langcell.column_codes import narrow_int, used_codes
 from lightning_langcell.errors import LangCellInputError, shorten
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -35,8 +36,12 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-def _class_codes(labels: Sequence | np.ndarray | pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Label vector → (codes [N] int64 with -1 for missing labels, sorted class names [C])."""
+def _class_codes(labels: Sequence | np.ndarray | pd.Series | pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """Label vector → (codes [N], the narrowest signed integer type, -1 for missing labels;
+    sorted class names [C]). A ``pandas.Categorical`` of text categories is read through its
+    codes (no per-cell Python work); unused categories are not classes."""
+    if isinstance(labels, pd.Categorical) and len(labels) and all(isinstance(c, str) for c in labels.categories):
+        return _categorical_codes(labels)
     series = pd.Series(np.asarray(labels, dtype=object) if not isinstance(labels, pd.Series) else labels)
     if series.ndim != 1 or len(series) == 0:
         raise LangCellInputError("labels must be a non-empty 1-d sequence (one label per cell).")
@@ -46,7 +51,18 @@ def _class_codes(labels: Sequence | np.ndarray | pd.Series) -> tuple[np.ndarray,
         codes, classes = pd.factorize(names, sort=True, use_na_sentinel=True)
     except TypeError:  # mixed label types that cannot be ordered: order by their text
         codes, classes = pd.factorize(names.map(lambda x: None if x is None else str(x)), sort=True)
-    return np.asarray(codes, dtype=np.int64), np.asarray(classes, dtype=object)
+    return codes.astype(narrow_int(len(classes))), np.asarray(classes, dtype=object)
+
+
+def _categorical_codes(labels: pd.Categorical) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_class_codes` of a Categorical: its used categories, sorted, and codes remapped to them."""
+    codes = np.asarray(labels.codes)
+    names = np.asarray(labels.categories, dtype=object)
+    kept = np.flatnonzero(used_codes(codes, len(names)))
+    kept = kept[np.argsort(names[kept], kind="stable")]
+    remap = np.full(len(names) + 1, -1, dtype=narrow_int(len(kept)))
+    remap[kept] = np.arange(len(kept))
+    return remap[codes], names[kept]
 
 
 def _class_rng(seed: int, class_name: object) -> np.random.Generator:
@@ -57,7 +73,7 @@ def _class_rng(seed: int, class_name: object) -> np.random.Generator:
 def _strata(codes: np.ndarray, classes: np.ndarray) -> list[tuple[object, np.ndarray]]:
     """(class name, sorted member positions) per class, plus one stratum for unlabeled cells."""
     order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(-1, len(classes) + 1))
+    bounds = np.searchsorted(codes[order], np.arange(-1, len(classes) + 1, dtype=codes.dtype))
     strata = [(classes[c], order[bounds[c + 1] : bounds[c + 2]]) for c in range(len(classes))]
     if bounds[1] > 0:
         strata.append((UNLABELED, order[: bounds[1]]))
@@ -111,8 +127,9 @@ def stratified_split(
     """Split cells into train/val/test, stratified by label, deterministic for a given seed.
 
     Args:
-        labels: one label per cell [N] (strings or integers; missing values — None/NaN — form
-            their own "unlabeled" stratum), or ``None`` for a plain seeded random split of
+        labels: one label per cell [N] (strings or integers, or a ``pandas.Categorical``, read
+            through its codes; missing values — None/NaN — form their own "unlabeled" stratum),
+            or ``None`` for a plain seeded random split of
             ``n_cells`` cells.
         fractions: (train, val, test) summing to 1, or a mapping with those keys; a zero
             fraction gives an empty split.
@@ -145,7 +162,8 @@ def stratified_split(
         strata = _strata(*_class_codes(labels))
 
     active = [SPLIT_NAMES.index(s) for s in _SMALL_CLASS_PRIORITY if frac[SPLIT_NAMES.index(s)] > 0]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLIT_NAMES}
+    n_total = int(n_cells) if labels is None else len(labels)
+    assigned = np.full(n_total, -1, dtype=np.int8)  # each cell's split (-1: dropped): no per-split sort
     small: list[str] = []
     for name, members in strata:
         if len(members) < len(active):
@@ -161,8 +179,8 @@ def stratified_split(
         else:
             counts = _allocate(len(members), frac)
         shuffled = members[_class_rng(seed, name).permutation(len(members))]
-        for split, chunk in zip(SPLIT_NAMES, np.split(shuffled, np.cumsum(counts)[:-1])):
-            parts[split].append(chunk)
+        for split, chunk in enumerate(np.split(shuffled, np.cumsum(counts)[:-1])):
+            assigned[chunk] = split
     if small:
         warnings.warn(
             f"{len(small)} class(es) have fewer cells than the {len(active)} non-zero splits: "
@@ -170,10 +188,7 @@ def stratified_split(
             UserWarning,
             stacklevel=2,
         )
-    return {
-        split: np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, dtype=np.int64)
-        for split, chunks in parts.items()
-    }
+    return {split: np.flatnonzero(assigned == s).astype(np.int64, copy=False) for s, split in enumerate(SPLIT_NAMES)}
 
 
 def split_by_group(

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from lightning_langcell.column_codes import combination_ids, first_occurrences, value_codes
 from lightning_langcell.errors import LangCellInputError, shorten
 from lightning_langcell.text.ontology import (Ontology, OntologyTerm, is_term_id, normalize_label,
                                               normalize_term_id)
@@ -137,30 +138,25 @@ class CellTextBuilder:
     def text_ids_for(self, obs: pd.DataFrame) -> tuple[list[str], np.ndarray]:
         """Distinct texts (in order of first appearance) and, per row, the index of its text.
 
-        Returns ``(texts_unique, ids)`` with ``ids`` int64 of shape ``[len(obs)]``; cells
-        with identical text share one id (positives for the contrastive losses).
+        Returns ``(texts_unique, ids)`` with ``ids`` int32 of shape ``[len(obs)]``; cells
+        with identical text share one id (positives for the contrastive losses). Work per cell
+        is numpy over column codes (no sort of the cells); texts are built per distinct
+        combination of annotation values.
         """
         columns = self._present_columns(obs)
-        codes, uniques = [], []
-        for column in columns:
-            column_codes, column_uniques = pd.factorize(obs[column], use_na_sentinel=True)
-            codes.append(column_codes.astype(np.int64) + 1)  # 0 = missing
-            uniques.append(column_uniques)
-        combination = np.zeros(len(obs), dtype=np.int64)
-        for column_codes, column_uniques in zip(codes, uniques):
-            combination = combination * (len(column_uniques) + 1) + column_codes
-            combination = np.unique(combination, return_inverse=True)[1].astype(np.int64)
-        _, first_rows, inverse = np.unique(combination, return_index=True, return_inverse=True)
+        codes, uniques = zip(*(value_codes(obs[column]) for column in columns))
+        combination, count = combination_ids(codes, [len(values) for values in uniques])
+        first_rows = first_occurrences(combination, count)
         text_index: dict[str, int] = {}
-        combination_to_text = np.empty(len(first_rows), dtype=np.int64)
+        combination_to_text = np.empty(count, dtype=np.int32)
         for combination_id in np.argsort(first_rows, kind="stable"):
             first = first_rows[combination_id]
-            row = {column: uniques[j][codes[j][first] - 1] if codes[j][first] else None
+            row = {column: uniques[j][codes[j][first]] if codes[j][first] >= 0 else None
                    for j, column in enumerate(columns)}
             text = "".join(self._row_segments(row))
             combination_to_text[combination_id] = text_index.setdefault(text, len(text_index))
         self._warn_missing()
-        return list(text_index), combination_to_text[inverse.reshape(-1)]
+        return list(text_index), combination_to_text[combination]
 
     # -- internals ------------------------------------------------------------------------
     def _column(self, name: str) -> str:

@@ -118,7 +118,7 @@ def test_text_ids_group_identical_texts():
     texts, ids = builder.text_ids_for(obs)
     lung = "tissue: lung. Respiration organ that develops as an outpocketing of the esophagus.; "
     assert texts == [B_CELL + BLOOD, NK_CELL + BLOOD, B_CELL + lung]
-    assert ids.dtype == np.int64 and ids.tolist() == [0, 1, 0, 1, 1, 2]
+    assert ids.dtype == np.int32 and ids.tolist() == [0, 1, 0, 1, 1, 2]  # 4 bytes a cell
     assert builder.texts_for(obs) == [texts[i] for i in ids]
     assert builder.texts_for(obs) == [builder.cell_text(row) for row in obs.to_dict("records")]
     # stable across calls and with many repeated rows
