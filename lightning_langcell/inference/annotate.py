@@ -37,6 +37,7 @@ from lightning_langcell.inference.hierarchy import (
     hierarchy_results,
 )
 from lightning_langcell.inference.metrics import classification_scores
+from lightning_langcell.inference.open_set import DEFAULT_UNKNOWN_THRESHOLD, check_unknown_threshold
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.text_cache import cached_class_texts
 from lightning_langcell.inference.zero_shot import ZeroShotScorer
@@ -192,6 +193,7 @@ def annotate(
     backoff_threshold: float = DEFAULT_THRESHOLD,
     ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
     text_cache: bool | str | os.PathLike = True,
+    unknown_threshold: float | None = DEFAULT_UNKNOWN_THRESHOLD,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -222,12 +224,16 @@ def annotate(
         text_cache: keep the class-text embeddings on disk, keyed by the checkpoint's text weights
             and the tokenized texts (True: under ``$LANGCELL_CACHE``; a directory; False: off), so
             ``classes="CL:all"`` (3,221 texts) is encoded once per checkpoint.
+        unknown_threshold: obs ``langcell_unknown`` is True where ``langcell_unknown_score`` is
+            above it (None: no such column); the default was chosen on the pre-training data
+            (:data:`~lightning_langcell.inference.open_set.DEFAULT_UNKNOWN_THRESHOLD`).
     """
     import anndata
 
     if batch_size < 1 or (max_length is not None and max_length < 2):
         raise LangCellInputError(f"batch_size {batch_size} / max_length {max_length} too small.",
                                  "Use batch_size >= 1 and max_length >= 2 (<cls> + at least one gene; official 2048).")
+    check_unknown_threshold(unknown_threshold)
     source = Path(adata_or_path) if isinstance(adata_or_path, (str, os.PathLike)) else None
     if output is not None:
         check_output_path(output, overwrite, source)
@@ -259,9 +265,11 @@ def annotate(
     probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device, progress)
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
+    annotations.unknown_threshold = unknown_threshold
     name = "LangCellModel object" if isinstance(model_or_path, LangCellModel) else str(model_or_path)
     annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=name)
     annotations.info["max_length"] = int(max_length)
+    annotations.info["unknown_threshold"] = unknown_threshold
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     target = truth_indices(obs_labels(adata.obs, label_column), candidates) if has_truth else None
     if has_truth:

@@ -34,6 +34,7 @@ from lightning_langcell.inference.hierarchy import (
     hierarchy_results,
 )
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
+from lightning_langcell.inference.open_set import DEFAULT_UNKNOWN_THRESHOLD, check_unknown_threshold
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
 from lightning_langcell.tasks.cell_outputs import CellPredictionWriter, CheckpointPredictionTask, log_metrics
@@ -51,6 +52,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         info = zero_shot_info(candidates, pl_module.scorer, datamodule.hparams.label_column, len(rows["index"]),
                               len(datamodule.corpus), str(pl_module.hparams.init_from))
         info["max_length"] = int(datamodule.hparams.max_length)
+        info["unknown_threshold"] = pl_module.hparams.unknown_threshold
         if (rows["target"] >= 0).any():
             info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
             self._log(trainer, info["metrics"], confusion_matrix(rows["target"], predictions, len(candidates)),
@@ -67,6 +69,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
             annotations = ZeroShotAnnotations.empty(n_obs, list(candidates.names), rows["embedding"].shape[1])
             annotations.set_rows(local_rows, rows["probabilities"][mine], rows["embedding"][mine])
             annotations.info = {**info, "source": str(source.get("path"))}
+            annotations.unknown_threshold = pl_module.hparams.unknown_threshold
             if hierarchy is not None:
                 annotations.extra_obs = hierarchy.take(mine).obs_columns(n_obs, local_rows)
             return annotations
@@ -99,6 +102,8 @@ class LangCellZeroShot(CheckpointPredictionTask):
         hierarchy, backoff_threshold, ancestor_threshold: Cell Ontology term per cell with
             back-off to a sure ancestor (see ``annotate`` and
             :mod:`lightning_langcell.inference.hierarchy`).
+        unknown_threshold: obs ``langcell_unknown`` where the unknown score is above it (None: no
+            such column; see ``annotate``).
     """
 
     writer_class = ZeroShotPredictionWriter
@@ -116,8 +121,10 @@ class LangCellZeroShot(CheckpointPredictionTask):
         hierarchy: bool = False,
         backoff_threshold: float = DEFAULT_THRESHOLD,
         ancestor_threshold: float = DEFAULT_ANCESTOR_THRESHOLD,
+        unknown_threshold: float | None = DEFAULT_UNKNOWN_THRESHOLD,
         **kwargs,
     ):
+        check_unknown_threshold(unknown_threshold)
         super().__init__(init_from, **kwargs)  # saves the hyperparameters
         self.candidates = None
         self.scorer = None
