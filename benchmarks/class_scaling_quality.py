@@ -21,6 +21,12 @@ come from the library's own rules (:func:`~lightning_langcell.inference.zero_sho
 :class:`~lightning_langcell.inference.zero_shot.ZeroShotScorer` on each subset (tested). Reported:
 accuracy, balanced accuracy (over the true classes), hierarchical F1 and correct-or-ancestor
 (:func:`~lightning_langcell.inference.hierarchy.hierarchical_scores`).
+
+Choice of k, on the pre-training datasets (``--pretraining --max-cells 40 --ks 1,3,5,10,25``; ~41-44
+held-out cells each, 4 datasets x 4 counts): accuracy minus exact accuracy, mean (worst) over the 16
+cases: top-1 −0.058 (−0.293), top-3 −0.033 (−0.220), top-5 −0.026 (−0.146), top-10 −0.018 (−0.098),
+top-25 −0.009 (−0.049). k = 25 is the smallest k within 0.01 of exact on average (no k ≤ 25 is
+within 0.01 in every case); the quality suite reports top-5 (the speed target) and top-25.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 COUNTS = ("10", "100", "1000", "all")
-TOP_KS = (5,)  # the top-k rows of the quality suite
+TOP_KS = (5, 25)  # the top-k rows of the quality suite: the speed target's k and the k chosen for quality
 ALPHA = 0.1
 
 
@@ -95,7 +101,8 @@ def balanced_over_truth(target: np.ndarray, codes: np.ndarray, n_true: int) -> f
 
 
 def dataset_rows(data, max_cells: int, counts=COUNTS, ks=(5,), log=print) -> tuple[list[dict], dict]:
-    """(rows of :func:`scaling_rows`, the pair scores) on at most ``max_cells`` test cells of a
+    """(rows of :func:`scaling_rows`, the pair scores with the cells' ``truth`` ids and the columns'
+    ``order``) on at most ``max_cells`` test cells of a
     :class:`benchmarks.quality.Dataset`."""
     from benchmarks.annotation_quality import label_term_ids
     from benchmarks.pair_scores import pair_scores
@@ -109,6 +116,7 @@ def dataset_rows(data, max_cells: int, counts=COUNTS, ks=(5,), log=print) -> tup
     order = candidates_at("all", sorted(set(truth_all)))
     scored = pair_scores(cells, order, batch_size=16)
     truth = [truth_all[row] for row in scored["rows"]]
+    scored["truth"], scored["order"] = np.array(truth), np.array(order)
     rows = scaling_rows(data.name, truth, scored["ctc_probs"], scored["match_prob"], order, counts, ks)
     log(f"{data.name}: class scaling on {len(truth)} cells x {len(order)} classes in "
         f"{time.perf_counter() - started:.1f} s")
@@ -132,6 +140,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--ks", default="5")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the rows here")
+    parser.add_argument("--save-scores", help="also write each dataset's pair scores to <this folder>/<name>.npz")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
@@ -139,8 +148,12 @@ def main(argv=None) -> list[dict]:
     tests = recipe_test_cells(args.cache_dir) if args.pretraining else None
     for name, path, role in dataset_paths(names):
         data = load_dataset(name, path, role, None, tests)
-        found, _ = dataset_rows(data, args.max_cells, args.counts.split(","), [int(k) for k in args.ks.split(",") if k])
+        found, scored = dataset_rows(data, args.max_cells, args.counts.split(","),
+                                     [int(k) for k in args.ks.split(",") if k])
         rows += found
+        if args.save_scores:
+            Path(args.save_scores).mkdir(parents=True, exist_ok=True)
+            np.savez(Path(args.save_scores) / f"{name}.npz", **scored)
     print("| dataset | classes | mode | accuracy | balanced accuracy | hierarchical F1 | correct or ancestor |\n"
           + "|---" * 7 + "|")
     for row in rows:

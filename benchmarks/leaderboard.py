@@ -257,8 +257,6 @@ def ontology_quality_lines(quality: dict) -> list[str]:
            f"α = {info['alpha']}; exact = the matcher on every class, top-k = on each cell's k best CTC classes "
            "(`benchmarks/class_scaling_quality.py`). Balanced accuracy = mean recall over the true classes; "
            "hierarchical F1 and correct-or-ancestor as in the hierarchy rows.", ""]
-    if info.get("default_top_k"):
-        out += [f"Default `top_k` for many classes: {info['default_top_k']}.", ""]
     out += ["| dataset | classes | mode | cells | accuracy | balanced acc. | hierarchical F1 | correct or ancestor |",
             "|---" * 8 + "|"]
     out += [f"| {r['dataset']} | {r['classes']} | {r['mode']} | {r['n_cells']} | {r['accuracy']:.3f} | "

@@ -15,8 +15,10 @@ import numpy as np
 from benchmarks.shipped_checkpoint import CHECKPOINT
 
 
-def pair_scores(adata, term_ids: list[str], model: str = str(CHECKPOINT), batch_size: int = 32) -> dict:
-    """{"ctc_probs", "match_prob"} [n, C] of the cells against ``term_ids`` (exact mode, all pairs)."""
+def pair_scores(adata, term_ids: list[str], model: str = str(CHECKPOINT), batch_size: int = 32,
+                text_cache=True) -> dict:
+    """{"rows": scored obs positions [n], "ctc_probs", "match_prob": [n, C]} of the cells against
+    ``term_ids`` (exact mode, all pairs; ``text_cache`` as in ``annotate``)."""
     import torch
 
     from lightning_langcell.data.collate import pad_token_lists
@@ -29,7 +31,8 @@ def pair_scores(adata, term_ids: list[str], model: str = str(CHECKPOINT), batch_
     max_length = network.config.cell_max_length()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scorer = build_scorer(network, candidate_classes(term_ids), text_tokenizer, torch.device("cpu"))
+        scorer = build_scorer(network, candidate_classes(term_ids), text_tokenizer, torch.device("cpu"),
+                              text_cache)
         rows, tokens = tokenize_cells(adata, _cell_tokenizer(vocabulary, max_length, False))
     ctc, match = [], []
     for start in range(0, len(tokens), batch_size):

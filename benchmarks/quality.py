@@ -73,7 +73,6 @@ REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU c
     "reverse_pretrain": "recipes/pretrain.yaml (2 epochs); the suite trains config.reverse_pretrain epochs / steps "
                         "on the train splits only, with no validation split"}
 ANNOTATION_ALPHA = 0.1  # the annotation rows score annotate's default blend
-DEFAULT_TOP_K_NOTE = None
 ROLE_TEXT = {"pretraining": SEEN, "unseen": NEVER_SEEN}
 
 
@@ -333,8 +332,7 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
         "few_shot_adapters": {"ks": config["ks"], "seeds": config["seeds"], "alpha": ANNOTATION_ALPHA, "rows": []},
         "open_set": {"max_cells": config["open_set_max_cells"], "rows": []},
         "hierarchy": {"alpha": ANNOTATION_ALPHA, "rows": []},
-        "class_scaling": {"max_cells": config["class_scaling_max_cells"], "alpha": ANNOTATION_ALPHA,
-                          "default_top_k": DEFAULT_TOP_K_NOTE, "rows": []}}
+        "class_scaling": {"max_cells": config["class_scaling_max_cells"], "alpha": ANNOTATION_ALPHA, "rows": []}}
     from lightning_langcell.inference.annotate import load_zero_shot_model
 
     loaded, embedded = [], {}

@@ -123,9 +123,13 @@ def test_quick_run_writes_the_annotation_keys(quick_run):
     assert hierarchy[0]["accuracy"] == pytest.approx(zero_shot["accuracy"], abs=1e-4)
     assert "skipped" in results["hierarchy_thresholds"]
     assert results["timings"]["garnett_pbmc_facs"]["annotation_s"] > 0
+    scaling = results["class_scaling"]["rows"]
+    assert [(r["classes"], r["mode"]) for r in scaling] == [(c, m) for c in (10, 100, 1000, 3221)
+                                                           for m in ("exact", "top-5", "top-25")]
+    assert all(0 <= r["accuracy"] <= r["correct_or_ancestor"] <= 1 for r in scaling)
     text = (quick_run / "LEADERBOARD.md").read_text()
     for heading in ("### Few-shot adapters (frozen model)", "### Open-set: unknown score AUROC",
-                    "### Ontology hierarchy"):
+                    "### Ontology hierarchy", "### Zero-shot at ontology scale: quality, never seen"):
         assert heading in text
 
 
