@@ -83,3 +83,19 @@ def test_quality_table_from_results():
     assert "At most 60 test cells" in lines[3]
     assert lines[-1] == "| pbmc3k | 100 | top-5 | 60 | 0.123 | 0.099 | 0.457 | 0.200 |"
     assert ontology_quality_lines({}) == []
+
+
+def test_speed_suite_entry_keeps_the_table_and_renders_it(monkeypatch):
+    import benchmarks.run as run
+    from benchmarks.leaderboard import speed_section
+
+    argv = ["--ontology-scaling", "4,10", "--official-max-classes", "4", "--text-sample", "5", "--genes", "30",
+            "--threads", "1", "--ontology-k", "3"]
+    monkeypatch.setattr(run, "SPEED_ARGS", {"ontology_scaling_benchmark": argv})
+    entry = run.run_speed(quick=True, log=lambda _: None)["benchmarks"]["ontology_scaling_benchmark"]
+    assert "error" not in entry and [row["classes"] for row in entry["rows"]] == [4, 10]
+    assert [row["official_measured"] for row in entry["rows"]] == [True, False]
+    assert sorted(entry["ontology_scaling"]["official_measured_s_per_cell"]) == ["1", "4"]
+    lines = speed_section({"benchmarks": {"ontology_scaling_benchmark": entry}})
+    assert "#### Zero-shot at ontology scale: speed" in lines
+    assert any(line.startswith("| 10 | ") and line.count("(fitted)") >= 2 for line in lines)
