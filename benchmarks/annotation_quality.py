@@ -51,7 +51,8 @@ def open_set_row(data, max_cells: int, log=print) -> dict:
         values = values[~np.isnan(values)]
         row[f"auroc_{kind}"] = round(float(values.mean()), 4) if len(values) else None
         row[f"auroc_{kind}_sd"] = round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0
-    log(f"{data.name}: open-set AUROC (margin) {row['auroc_margin']} over {row['n_types']} left-out types")
+    log(f"{data.name}: open-set AUROC (entropy, the default) {row['auroc_entropy']} over {row['n_types']} "
+        "left-out types")
     return row
 
 

@@ -17,8 +17,8 @@
   reads of the corpus (``--quick``: 5,000 cells); zero-shot at ontology scale
   (:mod:`benchmarks.ontology_scaling_benchmark`): 1 cell at the official sizes (2,048 tokens, 1
   thread, random weights), ours top-5 at 10, 100, 1,000 and all 3,221 Cell Ontology classes against
-  the official per-class algorithm timed at 1 and 10 classes and fitted linearly beyond. Each benchmark's ``scaling`` lists go to the
-  JSON, tables and ``plots/speed_scaling.png``.
+  the official per-class algorithm timed at 1 and 10 classes and fitted linearly beyond. Each
+  benchmark's ``scaling`` lists go to the JSON, tables and ``plots/speed_scaling.png``.
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits, config and
 the suite's measured wall time (``wall_s``), which the leaderboard and README quote.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).

@@ -4,8 +4,9 @@ not among the candidate classes.
 - :func:`unknown_score`: high when the cell fits no candidate well: ``1 − (p₁ − p₂)`` (one minus
   the margin between the two most probable classes), ``1 − p₁`` (one minus the best
   class's probability) or the entropy of the probabilities divided by ``log C`` (0 = one class
-  certain, 1 = uniform; :data:`DEFAULT_UNKNOWN_SCORE`, what annotations store). :func:`disagreement_score`: total variation between the similarity (CTC)
-  and matcher (CTM) class distributions.
+  certain, 1 = uniform; :data:`DEFAULT_UNKNOWN_SCORE`, what annotations store).
+  :func:`disagreement_score`: total variation between the similarity (CTC) and matcher (CTM)
+  class distributions.
 - :func:`abstention_threshold`: the default abstention rule, the ``1 − rate`` quantile of the
   unknown scores of cells whose type *is* a candidate, so that a fraction ``rate`` of them
   (default 5 %) is marked unknown. The score and the threshold were chosen on the pre-training
