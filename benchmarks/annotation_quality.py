@@ -9,6 +9,8 @@ frozen checkpoint) or, for the back-off thresholds, the checkpoint's pre-trainin
   unknown score on (a stratified subsample of) the test split, mean ± sd over the left-out types;
 - :func:`hierarchy_row`: :func:`~lightning_langcell.inference.hierarchy.hierarchical_scores` of
   the zero-shot α = 0.1 predictions (each label mapped to its Cell Ontology id);
+- :func:`class_scaling_rows`: :mod:`benchmarks.class_scaling_quality` (exact vs top-k at 10, 100,
+  1,000 and all Cell Ontology classes) on (a stratified subsample of) the test split;
 - :func:`threshold_rows`: :mod:`benchmarks.hierarchy_thresholds`' grid on the pre-training
   recipe's held-out test cells, reported per dataset without back-off and at the chosen pair.
 """
@@ -49,8 +51,16 @@ def open_set_row(data, max_cells: int, log=print) -> dict:
         values = values[~np.isnan(values)]
         row[f"auroc_{kind}"] = round(float(values.mean()), 4) if len(values) else None
         row[f"auroc_{kind}_sd"] = round(float(values.std(ddof=1)), 4) if len(values) > 1 else 0.0
-    log(f"{data.name}: open-set AUROC (margin) {row['auroc_margin']} over {row['n_types']} left-out types")
+    log(f"{data.name}: open-set AUROC (entropy, the default) {row['auroc_entropy']} over {row['n_types']} "
+        "left-out types")
     return row
+
+
+def class_scaling_rows(data, max_cells: int, log=print) -> list[dict]:
+    """Exact vs top-k rows at each class count on at most ``max_cells`` test cells of ``data``."""
+    from benchmarks.class_scaling_quality import COUNTS, TOP_KS, dataset_rows
+
+    return dataset_rows(data, max_cells, COUNTS, TOP_KS, log)[0]
 
 
 def label_term_ids(data) -> dict[str, str]:

@@ -211,10 +211,13 @@ def annotation_section(quality: dict) -> list[str]:
         out += ["", "### Open-set: unknown score AUROC", "",
                 "Each cell type of the dataset is left out of the candidate classes in turn; the test cells (a "
                 f"stratified subsample of at most {quality['open_set']['max_cells']}) are annotated against the "
-                "other types and the AUROC of the unknown score (1 − margin of the two best classes, or 1 − the "
-                "best probability; `lightning_langcell.inference.open_set`) separates the left-out type's cells "
-                "from the rest; mean ± sd over the left-out types (0.5 = chance).", "",
+                "other types and the AUROC of the unknown score (normalised entropy of the final probabilities, "
+                "the default chosen on the pre-training data by `benchmarks/unknown_score_selection.py`; 1 − margin "
+                "of the two best classes; 1 − the best probability; `lightning_langcell.inference.open_set`) "
+                "separates the left-out type's cells from the rest; mean ± sd over the left-out types "
+                "(0.5 = chance).", "",
                 *_marked_table(quality, open_set, [("cells", "n_cells"), ("left-out types", "n_types"),
+                                                   ("AUROC entropy (default)", "auroc_entropy"),
                                                    ("AUROC margin", "auroc_margin"),
                                                    ("AUROC max probability", "auroc_max_probability")])]
     hierarchy = (quality.get("hierarchy") or {}).get("rows")
@@ -274,6 +277,46 @@ def prompt_section(quality: dict) -> list[str]:
             f"Rule: {info['rule']}. {chosen}"]
 
 
+def ontology_quality_lines(quality: dict) -> list[str]:
+    """"Zero-shot at ontology scale" quality table: exact vs top-k at each class count (absent: none)."""
+    info = quality.get("class_scaling") or {}
+    if not info.get("rows"):
+        return []
+    out = ["", "### Zero-shot at ontology scale: quality, never seen", "",
+           f"At most {info['max_cells']} test cells per never-seen dataset (stratified), truth = each label's Cell "
+           "Ontology id; candidates at each count: the dataset's true classes, then the hematopoietic subtree "
+           "(`CL:0000988+`), then every other bundled CL term with a definition (id order); 'all' = every term. "
+           f"α = {info['alpha']}; exact = the matcher on every class, top-k = on each cell's k best CTC classes "
+           "(`benchmarks/class_scaling_quality.py`). Balanced accuracy = mean recall over the true classes; "
+           "hierarchical F1 and correct-or-ancestor as in the hierarchy rows.", ""]
+    out += ["| dataset | classes | mode | cells | accuracy | balanced acc. | hierarchical F1 | correct or ancestor |",
+            "|---" * 8 + "|"]
+    out += [f"| {r['dataset']} | {r['classes']} | {r['mode']} | {r['n_cells']} | {r['accuracy']:.3f} | "
+            f"{r['balanced_accuracy']:.3f} | {r['hierarchical_f1']:.3f} | {r['correct_or_ancestor']:.3f} |"
+            for r in info["rows"]]
+    return out
+
+
+def ontology_speed_lines(bench: dict) -> list[str]:
+    """"Zero-shot at ontology scale" speed table of :mod:`benchmarks.ontology_scaling_benchmark`."""
+    info = bench.get("ontology_scaling") or {}
+    measured = ", ".join(str(count) for count in info.get("official_measured_s_per_cell", {}))
+    out = ["#### Zero-shot at ontology scale: speed", "",
+           f"{info.get('cells', '?')} cell(s) at the official sizes (random weights), ours top-{info.get('k', '?')} "
+           f"per cell against the official per-class algorithm, **measured at {measured} class(es) only and fitted "
+           f"as {info.get('official_fit_fixed_s', float('nan')):.2f} + "
+           f"{info.get('official_fit_s_per_class', float('nan')):.3f} × classes s/cell beyond** (rows marked "
+           "'fitted'). Class texts are embedded once per checkpoint and text set (one-off column; cached on disk "
+           "in real use).", "",
+           "| classes | official s/cell | ours top-k s/cell | × official | one-off class texts s |", "|---" * 5 + "|"]
+    for row in bench["rows"]:
+        mark = "" if row["official_measured"] else " (fitted)"
+        text = "" if row["text_measured"] else " (fitted)"
+        out.append(f"| {row['classes']} | {row['official_s_per_cell']:.2f}{mark} | {row['ours_s_per_cell']:.2f} | "
+                   f"{row['speedup']:.1f}{mark} | {row['text_one_off_s']:.1f}{text} |")
+    return out
+
+
 def quality_section(quality: dict) -> list[str]:
     out = ["## Quality (real cells)", "",
            f"Checkpoint `{quality['checkpoint']['name']}`: pre-trained on {quality['checkpoint']['pretrained_on']}. "
@@ -317,6 +360,7 @@ def quality_section(quality: dict) -> list[str]:
     out += embedding_section(quality)
     out += annotation_section(quality)
     out += prompt_section(quality)
+    out += ontology_quality_lines(quality)
     out += [
             "", "Plots: ![macro-F1 by method](plots/quality_macro_f1.png) ![few-shot](plots/few_shot.png) "
                 "![zero-shot alpha](plots/zero_shot_alpha.png)"
@@ -335,7 +379,7 @@ def speed_section(speed: dict) -> list[str]:
         if not rows:
             out += ["(no rows returned; printed table:)", "", "```", bench.get("printed", "").strip(), "```", ""]
             continue
-        out += [*_plain_table(rows), ""]
+        out += [*(ontology_speed_lines(bench) if bench.get("ontology_scaling") else _plain_table(rows)), ""]
         if name in COST_RATIOS:
             out += ["(ratio here = seconds / the baseline's seconds: a cost, lower is cheaper)", ""]
         for key, series in (bench.get("scaling") or {}).items():

@@ -4,7 +4,7 @@ For each never-seen dataset (pbmc3k, garnett_pbmc_facs, ACTINN mouse blood when 
 of its cell types (Cell Ontology ids), the test cells (``benchmarks.quality.load_dataset``'s split,
 at most ``--max-cells`` of them, stratified) are annotated by ``langcell-tiny-bundled`` against
 every *other* type; the AUROC of the unknown score
-(:func:`~lightning_langcell.inference.open_set.unknown_score`, both kinds) for the left-out type's
+(:func:`~lightning_langcell.inference.open_set.unknown_score`, every kind) for the left-out type's
 cells against the rest is reported, with the mean over types per dataset.
 
     python -m benchmarks.open_set_benchmark [--max-cells 300] [--datasets pbmc3k] [--output runs/open_set.json]
@@ -17,9 +17,8 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 
-from benchmarks.quality import LABEL, _capped, dataset_paths, load_dataset
+from benchmarks.quality import LABEL, dataset_paths, load_dataset
 from benchmarks.shipped_checkpoint import CHECKPOINT, REPO
 
 ID_COLUMN = f"{LABEL}_ontology_term_id"
@@ -55,17 +54,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--datasets", nargs="*", default=None, help="never-seen dataset names (default: all)")
     parser.add_argument("--output", type=Path, default=REPO / "runs/open_set.json")
     args = parser.parse_args(argv)
+    from benchmarks.annotation_quality import open_set_row
+    from lightning_langcell.inference.open_set import UNKNOWN_SCORES
+
     summary, rows = {}, []
     for name, path, role in dataset_paths(args.datasets):
         if role != "unseen":
             continue
-        data = load_dataset(name, path, role, None, None)
-        cells = data.adata[data.test]
-        cells = cells[_capped(data.labels[data.test], args.max_cells)].copy()
-        found = left_out_rows(name, cells)
-        rows += found
-        summary[name] = {key: float(np.nanmean([row[key] for row in found]))
-                         for key in ("auroc_margin", "auroc_max_probability")}
+        found = open_set_row(load_dataset(name, path, role, None, None), args.max_cells)
+        rows += found["per_type"]
+        summary[name] = {f"auroc_{kind}": found[f"auroc_{kind}"] for kind in UNKNOWN_SCORES}
         print(name, json.dumps(summary[name]))
     record = {"checkpoint": CHECKPOINT.name, "max_cells": args.max_cells, "mean_over_types": summary, "rows": rows}
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -26,11 +26,13 @@ not fit the CPU budget the suite's ``config`` sets fewer, and records them (``RE
 
 Annotation rows (:mod:`benchmarks.annotation_quality`, from the zero-shot run at α = 0.1):
 few-shot adapters against zero-shot and logistic regression (same ks and seeds) and the
-leave-one-type-out AUROC of the unknown score (at most ``open_set_max_cells`` test cells) on each
+leave-one-type-out AUROC of the unknown score (at most ``open_set_max_cells`` test cells) and
+zero-shot at ontology scale (exact vs top-k at 10, 100, 1,000 and all Cell Ontology classes, at most
+``class_scaling_max_cells`` test cells, :mod:`benchmarks.class_scaling_quality`) on each
 never-seen dataset; exact accuracy, hierarchical F1 and correct-or-ancestor of every dataset's
 zero-shot predictions; back-off thresholds chosen on the pre-training datasets' held-out cells
 (full runs with pre-training datasets only). Kept under ``few_shot_adapters``, ``open_set``,
-``hierarchy`` and ``hierarchy_thresholds``.
+``hierarchy``, ``hierarchy_thresholds`` and ``class_scaling``.
 
 Prompt ensembles (:mod:`benchmarks.prompt_ensembles`, α = 0.1): macro-F1 and balanced accuracy of
 the official class text, each prompt template alone and the full ensemble on every dataset's test
@@ -61,10 +63,10 @@ METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1")
 FULL = {"alphas": [0.0, 0.1, 0.5, 1.0], "ks": [1, 3, 5, 10], "seeds": [0, 1, 2, 3, 4], "max_cells": None,
         "langcell_few_shot": {"epochs": 3}, "fine_tune": {"epochs": 5, "learning_rates": [5e-5, 1e-3]},
         "reverse_pretrain": {"max_epochs": 1, "max_steps": None}, "open_set_max_cells": 300,
-        "hierarchy_thresholds": True}
+        "hierarchy_thresholds": True, "class_scaling_max_cells": 40}
 QUICK = {"alphas": [0.1, 1.0], "ks": [1, 5], "seeds": [0, 1], "max_cells": 300, "langcell_few_shot": {"epochs": 1},
          "fine_tune": {"epochs": 1, "learning_rates": [1e-3]}, "reverse_pretrain": {"max_epochs": 1, "max_steps": 2},
-         "open_set_max_cells": 60, "hierarchy_thresholds": False}
+         "open_set_max_cells": 60, "hierarchy_thresholds": False, "class_scaling_max_cells": 10}
 REDUCED = {  # what the suite changes from the recipes to fit ~25 min on 2 CPU cores (1 torch thread)
     "langcell_few_shot": "recipes/few_shot.yaml trains 10 epochs; the suite trains config.langcell_few_shot.epochs "
                          "(everything else as the recipe; full test split, no test-cell subsampling)",
@@ -208,7 +210,7 @@ def annotation_rows(results: dict, data: Dataset, annotated, model, text_tokeniz
                     log=print) -> float:
     """Add the hierarchy row of every dataset and, on never-seen ones, the few-shot adapter and
     open-set rows (:mod:`benchmarks.annotation_quality`) to ``results``; returns the seconds taken."""
-    from benchmarks.annotation_quality import adapter_rows, hierarchy_row, open_set_row
+    from benchmarks.annotation_quality import adapter_rows, class_scaling_rows, hierarchy_row, open_set_row
 
     started = time.perf_counter()
     if annotated is None:
@@ -219,6 +221,7 @@ def annotation_rows(results: dict, data: Dataset, annotated, model, text_tokeniz
         results["few_shot_adapters"]["rows"] += adapter_rows(data, annotated, model, text_tokenizer, config["ks"],
                                                              config["seeds"])
         results["open_set"]["rows"].append(open_set_row(data, config["open_set_max_cells"], log))
+        results["class_scaling"]["rows"] += class_scaling_rows(data, config["class_scaling_max_cells"], log)
     return round(time.perf_counter() - started, 1)
 
 
@@ -341,7 +344,8 @@ def run_quality(quick: bool = False, datasets: list[str] | None = None, log=prin
         "datasets": {}, "rows": [], "timings": {},
         "few_shot_adapters": {"ks": config["ks"], "seeds": config["seeds"], "alpha": ANNOTATION_ALPHA, "rows": []},
         "open_set": {"max_cells": config["open_set_max_cells"], "rows": []},
-        "hierarchy": {"alpha": ANNOTATION_ALPHA, "rows": []}}
+        "hierarchy": {"alpha": ANNOTATION_ALPHA, "rows": []},
+        "class_scaling": {"max_cells": config["class_scaling_max_cells"], "alpha": ANNOTATION_ALPHA, "rows": []}}
     from benchmarks.prompt_ensembles import results as prompt_ensemble_results
     from lightning_langcell.inference.annotate import load_zero_shot_model
 

@@ -14,8 +14,11 @@
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
   every top-k on 300 never-seen PBMCs (pbmc3k) with the shipped trained checkpoint (``--quick``: the zero-shot
   benchmark's tiny model); the corpus integrity checks on a synthetic 200,000-cell corpus, in
-  reads of the corpus (``--quick``: 5,000 cells). Each benchmark's ``scaling`` lists go to the
-  JSON, tables and ``plots/speed_scaling.png``.
+  reads of the corpus (``--quick``: 5,000 cells); zero-shot at ontology scale
+  (:mod:`benchmarks.ontology_scaling_benchmark`): 1 cell at the official sizes (2,048 tokens, 1
+  thread, random weights), ours top-5 at 10, 100, 1,000 and all 3,221 Cell Ontology classes against
+  the official per-class algorithm timed at 1 and 10 classes and fitted linearly beyond. Each
+  benchmark's ``scaling`` lists go to the JSON, tables and ``plots/speed_scaling.png``.
 - ``data`` (``benchmarks/results/data_path.json``): the data path at corpus scale
   (:mod:`benchmarks.data_path_benchmark`: synthetic corpora of 1M, 3M and 10M cells, 1 and 2 ranks,
   fitted and extrapolated to 27.5M cells) and the loader against the official-size model
@@ -56,6 +59,9 @@ SPEED_ARGS = {
                             "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",
                             "--real-model", "checkpoints/langcell-tiny-bundled"],
     "corpus_verify_benchmark": ["--cells", "200000", "--mean-length", "1000", "--repeat", "3"],
+    "ontology_scaling_benchmark": ["--ontology-scaling", "10,100,1000,all", "--genes", "2047", "--threads", "1",
+                                   "--ontology-cells", "1", "--ontology-k", "5", "--official-max-classes", "10",
+                                   "--text-sample", "64"],
 }
 DATA_ARGS = {
     "data_path_benchmark": ["--cells", "1000000,3000000,10000000", "--ranks", "1,2"],
@@ -68,7 +74,7 @@ QUICK_DATA_ARGS = {
 SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick", "--real-cells", "40"],  # tiny model, 40 real cells
-                     "corpus_verify_benchmark": ["--cells", "5000"]}
+                     "corpus_verify_benchmark": ["--cells", "5000"], "ontology_scaling_benchmark": ["--quick"]}
 
 
 def git_commit() -> str:
@@ -123,6 +129,9 @@ def run_speed(quick: bool = False, log=print) -> dict:
             rows = returned.get("cases") or returned.get("rows") or []
             scaling = {key: returned[key] for key in SCALING_KEYS if returned.get(key)}
             entry.update(rows=_jsonable(rows), scaling=_jsonable(scaling), printed=printed.getvalue()[-4000:])
+            if returned.get("ontology_scaling"):
+                entry["ontology_scaling"] = _jsonable({k: v for k, v in returned["ontology_scaling"].items()
+                                                       if k != "rows"})
         except Exception as error:  # noqa: BLE001 - one failing benchmark must not lose the others
             entry.update(rows=[], error=f"{type(error).__name__}: {error}", printed=printed.getvalue()[-4000:])
         entry["seconds"] = round(time.perf_counter() - started, 1)

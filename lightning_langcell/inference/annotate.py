@@ -46,6 +46,7 @@ from lightning_langcell.inference.hierarchy import (
 )
 from lightning_langcell.inference.metrics import classification_scores
 from lightning_langcell.inference.prompts import DEFAULT_PROMPTS, PromptSpec, class_prompts, prompt_templates
+from lightning_langcell.inference.open_set import DEFAULT_UNKNOWN_THRESHOLD, check_unknown_threshold
 from lightning_langcell.inference.output import ZeroShotAnnotations, check_output_path, write_h5ad
 from lightning_langcell.inference.text_cache import cached_class_texts
 from lightning_langcell.inference.zero_shot import TextGroups, ZeroShotScorer
@@ -231,6 +232,7 @@ def annotate(
     prompts: PromptSpec = DEFAULT_PROMPTS,
     few_shot_labels: str | None = None,
     adapter: str = DEFAULT_ADAPTER,
+    unknown_threshold: float | None = DEFAULT_UNKNOWN_THRESHOLD,
 ):
     """Annotate cells with LangCell zero-shot predictions; returns a new AnnData.
 
@@ -272,6 +274,9 @@ def annotate(
             ``langcell_few_shot_prediction``, obsm ``langcell_few_shot_scores`` and
             ``uns["langcell"]["few_shot"]`` (see :mod:`lightning_langcell.inference.few_shot_cells`).
         adapter: ``"probe"`` (default) or ``"prototype"`` (see :mod:`lightning_langcell.inference.adapters`).
+        unknown_threshold: obs ``langcell_unknown`` is True where ``langcell_unknown_score`` is
+            above it (None: no such column); the default was chosen on the pre-training data
+            (:data:`~lightning_langcell.inference.open_set.DEFAULT_UNKNOWN_THRESHOLD`).
     """
     import anndata
 
@@ -279,6 +284,7 @@ def annotate(
         raise LangCellInputError(f"batch_size {batch_size} / max_length {max_length} too small.",
                                  "Use batch_size >= 1 and max_length >= 2 (<cls> + at least one gene; official 2048).")
     prompt_templates(prompts)
+    check_unknown_threshold(unknown_threshold)
     source = Path(adata_or_path) if isinstance(adata_or_path, (str, os.PathLike)) else None
     if output is not None:
         check_output_path(output, overwrite, source)
@@ -314,9 +320,11 @@ def annotate(
     probabilities, embeddings = score_cells(scorer, tokens, batch_size, max_length, device, progress)
     annotations = ZeroShotAnnotations.empty(adata.n_obs, candidates.names, embeddings.shape[1])
     annotations.set_rows(rows, probabilities, embeddings)
+    annotations.unknown_threshold = unknown_threshold
     annotations.info = zero_shot_info(candidates, scorer, label_column, rows.size, adata.n_obs, model=loaded.name,
                                       prompts=prompts)
     annotations.info["max_length"] = int(max_length)
+    annotations.info["unknown_threshold"] = unknown_threshold
     annotations.info["seconds"] = round(time.perf_counter() - started, 3)
     target = truth_indices(obs_labels(adata.obs, label_column), candidates) if has_truth else None
     if has_truth:

@@ -4,8 +4,10 @@ crash-safe .h5ad output.
 - ``obs["langcell_prediction"]``: predicted class (categorical over the candidate classes;
   missing for cells that were not scored, e.g. ``filter_pass == 0``);
 - ``obs["langcell_confidence"]``: final probability of the predicted class;
-- ``obs["langcell_unknown_score"]``: one minus the margin between the two most probable classes
-  (high: the cell fits no candidate well; :mod:`lightning_langcell.inference.open_set`);
+- ``obs["langcell_unknown_score"]``: the unknown score of :mod:`lightning_langcell.inference.open_set`
+  (default kind :data:`~lightning_langcell.inference.open_set.DEFAULT_UNKNOWN_SCORE`; high: the cell
+  fits no candidate well) and, with an ``unknown_threshold``, ``obs["langcell_unknown"]`` (bool:
+  score above the threshold; False for cells not scored);
 - with the hierarchy option (:mod:`lightning_langcell.inference.hierarchy`):
   ``obs["langcell_term_id"]`` / ``obs["langcell_term_label"]``, the Cell Ontology term predicted
   after back-off, and ``obs["langcell_backoff_level"]`` (0: the predicted class itself, 1: its
@@ -33,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lightning_langcell.errors import LangCellInputError
-from lightning_langcell.inference.open_set import unknown_score
+from lightning_langcell.inference.open_set import DEFAULT_UNKNOWN_SCORE, unknown_score
 from lightning_langcell.io_utils import atomic_file
 
 PREDICTION_KEY = "langcell_prediction"
@@ -44,6 +46,7 @@ TERM_ID_KEY = "langcell_term_id"
 TERM_LABEL_KEY = "langcell_term_label"
 BACKOFF_LEVEL_KEY = "langcell_backoff_level"
 UNKNOWN_SCORE_KEY = "langcell_unknown_score"
+UNKNOWN_KEY = "langcell_unknown"
 EMBEDDING_KEY = "X_langcell"
 INFO_KEY = "langcell"
 
@@ -100,6 +103,8 @@ class ZeroShotAnnotations(CellResults):
     ``probabilities`` [N, C] and ``embeddings`` [N, E] float32; ``info`` goes to ``uns["langcell"]``;
     ``extra_obs``: further obs columns [N] (e.g. the hierarchy's back-off predictions);
     ``extra_obsm``: further obsm entries [N, ...] (e.g. the few-shot adapter's scores).
+    ``unknown_threshold``: cells whose unknown score is above it are marked ``langcell_unknown``
+    (None: no such column).
     """
 
     classes: list[str]
@@ -108,6 +113,7 @@ class ZeroShotAnnotations(CellResults):
     info: dict[str, Any] = field(default_factory=dict)
     extra_obs: dict[str, np.ndarray] = field(default_factory=dict)
     extra_obsm: dict[str, np.ndarray] = field(default_factory=dict)
+    unknown_threshold: float | None = None
 
     @classmethod
     def empty(cls, n_cells: int, classes: list[str], embed_dim: int) -> "ZeroShotAnnotations":
@@ -136,9 +142,10 @@ class ZeroShotAnnotations(CellResults):
         prediction = pd.Categorical.from_codes(codes, categories=pd.Index(self.classes, dtype=object))
         confidence = np.full(len(codes), np.nan, dtype=np.float32)
         confidence[codes >= 0] = self.probabilities[codes >= 0, codes[codes >= 0]]
-        unknown = unknown_score(self.probabilities).astype(np.float32)
-        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence, UNKNOWN_SCORE_KEY: unknown,
-                             **self.extra_obs}, index=index)
+        unknown = unknown_score(self.probabilities, DEFAULT_UNKNOWN_SCORE)
+        flags = {} if self.unknown_threshold is None else {UNKNOWN_KEY: unknown > self.unknown_threshold}  # NaN: False
+        return pd.DataFrame({PREDICTION_KEY: prediction, CONFIDENCE_KEY: confidence,
+                             UNKNOWN_SCORE_KEY: unknown.astype(np.float32), **flags, **self.extra_obs}, index=index)
 
     def obsm_entries(self) -> dict[str, np.ndarray]:
         return {PROBABILITIES_KEY: self.probabilities, EMBEDDING_KEY: self.embeddings, **self.extra_obsm}

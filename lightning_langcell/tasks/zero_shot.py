@@ -45,6 +45,7 @@ from lightning_langcell.inference.hierarchy import (
     hierarchy_results,
 )
 from lightning_langcell.inference.metrics import classification_scores, confusion_matrix, confusion_matrix_figure
+from lightning_langcell.inference.open_set import DEFAULT_UNKNOWN_THRESHOLD, check_unknown_threshold
 from lightning_langcell.inference.output import ZeroShotAnnotations
 from lightning_langcell.inference.prompts import DEFAULT_PROMPTS, prompt_templates
 from lightning_langcell.models.zero_shot_scores import OFFICIAL_ALPHA, OFFICIAL_TEMPERATURE
@@ -63,6 +64,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         info = zero_shot_info(candidates, pl_module.scorer, datamodule.hparams.label_column, len(rows["index"]),
                               len(datamodule.corpus), str(pl_module.hparams.init_from), pl_module.hparams.prompts)
         info["max_length"] = int(datamodule.hparams.max_length)
+        info["unknown_threshold"] = pl_module.hparams.unknown_threshold
         if (rows["target"] >= 0).any():
             info["metrics"] = classification_scores(rows["target"], predictions, len(candidates))
             self._log(trainer, info["metrics"], confusion_matrix(rows["target"], predictions, len(candidates)),
@@ -90,6 +92,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
             annotations = ZeroShotAnnotations.empty(n_obs, list(candidates.names), rows["embedding"].shape[1])
             annotations.set_rows(local_rows, rows["probabilities"][mine], rows["embedding"][mine])
             annotations.info = {**info, "source": str(source.get("path"))}
+            annotations.unknown_threshold = pl_module.hparams.unknown_threshold
             if hierarchy is not None:
                 annotations.extra_obs = hierarchy.take(mine).obs_columns(n_obs, local_rows)
             if few_shot is not None:
@@ -134,6 +137,8 @@ class LangCellZeroShot(CheckpointPredictionTask):
             (see :mod:`lightning_langcell.inference.prompts`); checked here, before any data is read.
         few_shot_labels: obs column of the input file(s); its non-empty labels (candidate classes)
             mark the labelled cells an ``adapter`` (``probe`` or ``prototype``) is fitted on.
+        unknown_threshold: obs ``langcell_unknown`` where the unknown score is above it (None: no
+            such column; see ``annotate``).
     """
 
     writer_class = ZeroShotPredictionWriter
@@ -154,10 +159,12 @@ class LangCellZeroShot(CheckpointPredictionTask):
         prompts: str | list[str] = DEFAULT_PROMPTS,
         few_shot_labels: str | None = None,
         adapter: str = DEFAULT_ADAPTER,
+        unknown_threshold: float | None = DEFAULT_UNKNOWN_THRESHOLD,
         **kwargs,
     ):
         prompt_templates(prompts)
         check_adapter(adapter)
+        check_unknown_threshold(unknown_threshold)
         super().__init__(init_from, **kwargs)  # saves the hyperparameters
         self.few_shot_codes: np.ndarray | None = None  # candidate class of each corpus row's few-shot label
         self.candidates = None

@@ -24,7 +24,8 @@ def _quality() -> dict:
                      "pbmc3k": {"role": "never seen (cells and labels)"}},
         "few_shot_adapters": {"ks": [5], "seeds": [0, 1], "alpha": 0.1, "rows": [adapter]},
         "open_set": {"max_cells": 300, "rows": [
-            {"dataset": "pbmc3k", "n_cells": 300, "n_types": 8, "auroc_margin": 0.6789, "auroc_margin_sd": 0.1111,
+            {"dataset": "pbmc3k", "n_cells": 300, "n_types": 8, "auroc_entropy": 0.5432, "auroc_entropy_sd": 0.0222,
+             "auroc_margin": 0.6789, "auroc_margin_sd": 0.1111,
              "auroc_max_probability": 0.6543, "auroc_max_probability_sd": 0.0987}]},
         "hierarchy": {"alpha": 0.1, "rows": [  # the pre-training row first: the section must reorder
             {"dataset": "pbmc68k_reduced", "method": "zero-shot α=0.1", "n_test": 70, "accuracy": 0.4321,
@@ -60,7 +61,7 @@ def test_adapter_and_open_set_sections_show_mean_and_sd():
                         "0.654 ± 0.012 |"]
     assert "mean ± sd over seeds [0, 1]" in "\n".join(lines)
     open_set = _table_after(lines, "### Open-set: unknown score AUROC")
-    assert open_set == ["| pbmc3k | never seen | 300 | 8 | 0.679 ± 0.111 | 0.654 ± 0.099 |"]
+    assert open_set == ["| pbmc3k | never seen | 300 | 8 | 0.543 ± 0.022 | 0.679 ± 0.111 | 0.654 ± 0.099 |"]
     description = lines[lines.index("### Open-set: unknown score AUROC") + 2]
     assert "left out of the candidate classes" in description and "at most 300" in description
 
@@ -122,9 +123,13 @@ def test_quick_run_writes_the_annotation_keys(quick_run):
     assert hierarchy[0]["accuracy"] == pytest.approx(zero_shot["accuracy"], abs=1e-4)
     assert "skipped" in results["hierarchy_thresholds"]
     assert results["timings"]["garnett_pbmc_facs"]["annotation_s"] > 0
+    scaling = results["class_scaling"]["rows"]
+    assert [(r["classes"], r["mode"]) for r in scaling] == [(c, m) for c in (10, 100, 1000, 3221)
+                                                           for m in ("exact", "top-5", "top-25")]
+    assert all(0 <= r["accuracy"] <= r["correct_or_ancestor"] <= 1 for r in scaling)
     text = (quick_run / "LEADERBOARD.md").read_text()
     for heading in ("### Few-shot adapters (frozen model)", "### Open-set: unknown score AUROC",
-                    "### Ontology hierarchy"):
+                    "### Ontology hierarchy", "### Zero-shot at ontology scale: quality, never seen"):
         assert heading in text
 
 
