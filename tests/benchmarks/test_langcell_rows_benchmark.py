@@ -70,7 +70,8 @@ def test_reduced_settings_are_recorded(results, quick_run):
     text = (quick_run / "LEADERBOARD.md").read_text()
     assert "for **1 epochs** (recipes/few_shot.yaml trains 10 epochs" in text
     assert "for **1 epochs instead of 20**" in text
-    assert set(results["timings"]["garnett_pbmc_facs"]) == {"baselines_s", "annotation_s", "few_shot_langcell_s", "fine_tune_s"}
+    assert set(results["timings"]["garnett_pbmc_facs"]) == {"baselines_s", "annotation_s", "few_shot_langcell_s", "fine_tune_s",
+                                                               "prompt_ensembles_s"}
 
 
 def test_reverse_pretraining_uses_train_split_only(results):
