@@ -24,7 +24,8 @@ dtypes with it, checks that the offsets rise and end at the token count (millise
 size), and range-checks the token ids against the vocabulary once per corpus (the result is
 remembered by the tokens' digest and file stamp, in this process and under the cache root, so a
 re-open does not repeat it). ``verify_digests=True`` also re-hashes every file (BLAKE3, one pass
-over the corpus). The cost of each check, in reads of the corpus, is measured by
+over the corpus) not yet verified at its current stamp (remembered the same way; the ``verify``
+CLI always re-hashes). The cost of each check, in reads of the corpus, is measured by
 ``python -m benchmarks.corpus_verify_benchmark`` (speed suite).
 """
 
@@ -59,6 +60,7 @@ MANIFEST_KEYS = (
 TOKEN_DTYPES = (np.dtype("<i2"), np.dtype("<i4"))
 ID_CHECK_BLOCK = 1 << 24  # token ids read at once by the range check (32-64 MiB)
 _CHECKED_IDS: dict[tuple, tuple[int, int]] = {}  # id-range checks done in this process
+_VERIFIED_DIGESTS: set[tuple] = set()  # files whose digest matched in this process (by file stamp)
 
 
 def cache_root() -> Path:
@@ -139,7 +141,7 @@ class CellCorpus:
         self._columns = {spec["name"]: spec for spec in self.manifest["columns"]}
         self._cache: dict[str, Any] = {}
         if verify_digests:
-            self.verify_digests()
+            self.verify_digests_once()
         if check_ids:
             self.check_token_ids()
 
@@ -195,12 +197,14 @@ class CellCorpus:
         if falls.size:
             raise self._fail(f"{OFFSETS_FILE} decreases at {falls.size} cell(s) (first: cell {int(falls[0])})")
 
-    def digest_problems(self) -> list[str]:
-        """One line per file whose BLAKE3 digest differs from the manifest's (reads every byte)."""
+    def digest_problems(self, names: list[str] | None = None) -> list[str]:
+        """One line per file (of ``names``; default all) whose BLAKE3 digest differs from the
+        manifest's (reads every byte)."""
+        files = self.manifest["files"]
         return [
             f"{self.path / name} does not match its {DIGEST} digest in the manifest"
-            for name, info in self.manifest["files"].items()
-            if file_digest(self.path / name, info.get("digest_offset", 0)) != info[DIGEST]
+            for name in (files if names is None else names)
+            if file_digest(self.path / name, files[name].get("digest_offset", 0)) != files[name][DIGEST]
         ]
 
     def verify_digests(self) -> None:
@@ -208,6 +212,26 @@ class CellCorpus:
         problems = self.digest_problems()
         if problems:
             raise self._fail("; ".join(problems))
+
+    def verify_digests_once(self) -> None:
+        """:meth:`verify_digests` for the files not yet verified at their current stamp (digest,
+        size, mtime, inode), remembered in this process and under :func:`cache_root`, so every
+        rank and every re-open of an unchanged corpus skips the pass; a changed file is re-hashed.
+        ``verify``/the ``verify`` CLI always re-hash everything."""
+        stamps = {name: self._file_stamp(name) for name in self.manifest["files"]}
+        record_dir = cache_root() / "verified_digests"
+        todo = [name for name, key in stamps.items() if key not in _VERIFIED_DIGESTS
+                and _read_record(record_dir / f"{key[0]}.{key[-1]}.json", key) is None]
+        problems = self.digest_problems(todo)
+        if problems:
+            raise self._fail("; ".join(problems))
+        for name in todo:
+            _VERIFIED_DIGESTS.add(stamps[name])
+            _write_record(record_dir / f"{stamps[name][0]}.{stamps[name][-1]}.json", stamps[name], {})
+
+    def _file_stamp(self, name: str) -> tuple:
+        stat = (self.path / name).stat()
+        return (self.manifest["files"][name][DIGEST], stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
     def token_id_range(self) -> tuple[int, int]:
         """(smallest, largest) token id (``(0, -1)`` for no token), read in blocks."""
@@ -230,7 +254,8 @@ class CellCorpus:
         """Range-check the token ids once per corpus: the result is remembered by the tokens'
         digest and file stamp (size, mtime) in this process and under :func:`cache_root`."""
         key, record_path = self._id_check_key()
-        found = _CHECKED_IDS.get(key) or _read_id_record(record_path, key)
+        record = _read_record(record_path, key)
+        found = _CHECKED_IDS.get(key) or (_id_range(record) if record is not None else None)
         if found is None:
             found = self.token_id_range()
         problem = self.id_range_problem(*found)
@@ -238,7 +263,7 @@ class CellCorpus:
             raise self._fail(problem)
         if key not in _CHECKED_IDS:
             _CHECKED_IDS[key] = found
-            _write_id_record(record_path, key, found)
+            _write_record(record_path, key, {"low": found[0], "high": found[1]})
 
     def _id_check_key(self) -> tuple[tuple, Path]:
         stat = (self.path / TOKENS_FILE).stat()
@@ -400,24 +425,26 @@ class CellCorpus:
         self.__init__(state["path"])  # ids: checked once already (remembered); digests: by the opener
 
 
-def _read_id_record(path: Path, key: tuple) -> tuple[int, int] | None:
-    """A remembered id range, when its file stamp is the one of ``key`` (else None)."""
+def _read_record(path: Path, key: tuple) -> dict | None:
+    """A remembered check result, when its file stamp is the one of ``key`` (else None)."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("key") != list(key):
-        return None
+    return record if isinstance(record, dict) and record.get("key") == list(key) else None
+
+
+def _id_range(record: dict) -> tuple[int, int] | None:
     try:
         return int(record["low"]), int(record["high"])
     except (KeyError, TypeError, ValueError):  # a damaged record: check again
         return None
 
 
-def _write_id_record(path: Path, key: tuple, found: tuple[int, int]) -> None:
-    """Remember an id range across processes; a cache that cannot be written is skipped."""
+def _write_record(path: Path, key: tuple, values: dict) -> None:
+    """Remember a check result across processes; a cache that cannot be written is skipped."""
     try:
         with atomic_file(path, "w") as handle:
-            handle.write(json.dumps({"key": list(key), "low": found[0], "high": found[1]}))
+            handle.write(json.dumps({"key": list(key), **values}))
     except OSError:
         pass

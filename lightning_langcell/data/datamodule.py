@@ -71,7 +71,9 @@ class LangCellDataModule(pl.LightningDataModule):
         pool_size: batches' worth of cells sorted together for length grouping.
         assume_counts: accept an X that does not look like raw counts.
         verify_digests: re-hash the corpus files against their manifest digests when the
-            corpus is opened (one pass over the corpus; its cost is measured by
+            corpus is opened, once per file version (remembered by file stamp under the cache
+            root, so other ranks and later runs on an unchanged corpus skip it; one pass over
+            the corpus the first time; its cost is measured by
             ``python -m benchmarks.corpus_verify_benchmark``; False skips it: sizes, dtypes,
             offsets and token-id ranges are still checked). A damaged cache entry is
             named in a warning, removed and rebuilt from the .h5ad inputs.

@@ -32,12 +32,7 @@ from lightning_langcell.inference.classes import (
     truth_indices,
 )
 from lightning_langcell.inference.adapters import DEFAULT_ADAPTER
-from lightning_langcell.inference.few_shot_cells import (
-    FEW_SHOT_PREDICTION_KEY,
-    adapter_results,
-    check_adapter,
-    labelled_codes,
-)
+from lightning_langcell.inference.few_shot_cells import FEW_SHOT_PREDICTION_KEY, adapter_results, check_adapter, labelled_codes
 from lightning_langcell.inference.hierarchy import (
     DEFAULT_ANCESTOR_THRESHOLD,
     DEFAULT_THRESHOLD,

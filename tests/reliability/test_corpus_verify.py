@@ -179,5 +179,27 @@ def test_failed_id_record_write_leaves_no_temporary_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", cannot_rename)
     record = tmp_path / "checked_token_ids" / "abc.json"
-    corpus_module._write_id_record(record, ("abc", 25427), (2, 25000))  # a cache: failure is skipped
+    corpus_module._write_record(record, ("abc", 25427), {"low": 2, "high": 25000})  # a cache: failure is skipped
     assert list(record.parent.iterdir()) == []
+
+
+def test_digests_are_verified_once_per_file_stamp(corpus_dir, monkeypatch):
+    """Every rank / re-open of an unchanged corpus skips the digest pass; a rewritten file is re-hashed."""
+    hashed = []
+    original = corpus_module.file_digest
+    monkeypatch.setattr(corpus_module, "file_digest", lambda path, *a, **k: hashed.append(Path(path).name)
+                        or original(path, *a, **k))
+    n_files = len(CellCorpus(corpus_dir).manifest["files"])
+    CellCorpus(corpus_dir, verify_digests=True)
+    assert len(hashed) == n_files
+    CellCorpus(corpus_dir, verify_digests=True)
+    monkeypatch.setattr(corpus_module, "_VERIFIED_DIGESTS", set())  # a new process: the records on disk are used
+    CellCorpus(corpus_dir, verify_digests=True)
+    assert len(hashed) == n_files
+    assert len(list((Path(os.environ["LANGCELL_CACHE"]) / "verified_digests").glob("*.json"))) == n_files
+    _flip(corpus_dir / "tokens.npy", NPY_HEADER, 0x01)  # in-vocabulary damage, new file stamp
+    with pytest.raises(CorpusError, match="tokens.npy does not match its blake3 digest"):
+        CellCorpus(corpus_dir, verify_digests=True)
+    assert hashed[n_files:] == ["tokens.npy"]
+    with pytest.raises(CorpusError, match="tokens.npy does not match"):
+        CellCorpus(corpus_dir).verify_digests()  # the explicit check always re-hashes
