@@ -9,8 +9,10 @@
   (``--quick``: one subsampled dataset). ``results["timings"]`` has each part's time. A full
   run also regenerates the shipped checkpoint's model card (``--card-dir``) from its results.
 - ``speed``: the speed benchmarks' ``main()`` — tokenizer on the 20,000 × 20,000
-  file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step 2 layers
-  × 128 wide × 16 cells and its step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
+  file of its issue (best of 3) and its cells/s over 2,500-10,000 cells; pre-training step (ours,
+  packed, packed by a token budget, HF SDPA length-grouped) on real bundled cells at the tiny size (8
+  cells) and the official size (6 cells), batches of 2, the cases' steps interleaved, the padding
+  plan of every bundled real cell, and the step time at sequence lengths 128 and 1,024; zero-shot 2 cells on 1
   thread at the official model sizes (fp32 and bf16 autocast), over 1-4 cells and 2-8 classes, and
   every top-k on 300 never-seen PBMCs (pbmc3k) with the shipped trained checkpoint (``--quick``: the zero-shot
   benchmark's tiny model); the corpus integrity checks on a synthetic 200,000-cell corpus, in
@@ -53,7 +55,7 @@ SPEED_ARGS = {
     "tokenizer_benchmark": ["--cells", "20000", "--genes", "20000", "--detected", "2000", "--repeat", "3",
                             "--scaling", "2500,5000,10000"],
     "pretrain_step_benchmark": ["--sizes", "tiny,official", "--context-sizes", "tiny", "--cells", "8",
-                                "--official-cells", "2", "--batch-size", "2", "--threads", "1",
+                                "--official-cells", "6", "--batch-size", "2", "--threads", "1",
                                 "--lengths", "128,1024", "--scaling-steps", "1"],
     "zero_shot_benchmark": ["--cells", "2", "--threads", "1", "--scaling", "1,2,4", "--class-scaling", "2,4,8",
                             "--bf16", "--real-data", "data/cells/pbmc3k.h5ad", "--real-cells", "300",
@@ -71,7 +73,7 @@ QUICK_DATA_ARGS = {
     "data_path_benchmark": ["--cells", "20000,50000", "--ranks", "1,2", "--steady-batches", "20"],
     "loader_vs_model": ["--size", "tiny", "--cells", "2000", "--steady-batches", "5"],
 }
-SCALING_KEYS = ("scaling", "class_scaling", "real_cells")  # lists a benchmark's main() may return beside its rows
+SCALING_KEYS = ("scaling", "class_scaling", "real_cells", "padding_plan")  # lists a benchmark's main() may return beside its rows
 NUMBER_LIST = re.compile(r"\[\s*(-?[\d.eE+-]+(?:,\s*-?[\d.eE+-]+)*)\s*\]")
 QUICK_SPEED_EXTRA = {"zero_shot_benchmark": ["--quick", "--real-cells", "40"],  # tiny model, 40 real cells
                      "corpus_verify_benchmark": ["--cells", "5000"], "ontology_scaling_benchmark": ["--quick"]}

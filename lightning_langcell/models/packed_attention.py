@@ -5,6 +5,7 @@ FlashAttention's variable-length kernel runs it when ``flash_attn`` is installed
 are on CUDA; otherwise PyTorch's SDPA runs once per cell over its segment (exact, and no dense
 T × T mask is ever built). The function is registered with transformers' ``AttentionInterface``
 under :data:`PACKED_ATTENTION`; :func:`packed_attention` selects it for one forward of a BERT.
+It runs eagerly under ``torch.compile`` (the rest of the layer compiles around it).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _flash_varlen(query, key, value, cu_seqlens, max_seqlen, dropout, scaling):
     return out.unsqueeze(0)
 
 
+@torch.compiler.disable  # per-cell bounds are data: torch.compile graph-breaks here (inductor fails on them)
 def packed_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                              cu_seqlens=None, max_seqlen=None, **kwargs):
     """transformers attention function (``AttentionInterface`` signature) for packed cells.

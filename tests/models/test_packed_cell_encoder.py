@@ -128,3 +128,20 @@ def test_packed_inputs_are_checked():
     with pytest.raises(LangCellInputError, match="cu_seqlens"):
         model.encode_cells(packed["input_ids"], packed["attention_mask"], short, None, packed["position_ids"])
     assert PACKED_ATTENTION != model.cell_bert.config._attn_implementation
+
+
+@pytest.mark.slow
+def test_compiled_cell_encoder_runs_packed_cells_with_the_eager_numbers():
+    # the packed attention's per-cell bounds are data: it runs eagerly inside the compiled encoder
+    model = tiny_model("cls")
+    packed = collate(True)
+    args = (packed["input_ids"], packed["attention_mask"], packed["cu_seqlens"], packed["max_seqlen"],
+            packed["position_ids"])
+    hidden, embedding = model.encode_cells(*args)
+    model.cell_bert.compile(dynamic=True)
+    try:
+        compiled_hidden, compiled_embedding = model.encode_cells(*args)
+    finally:
+        torch._dynamo.reset()
+    assert relative_error(compiled_hidden, hidden) < REL
+    assert relative_error(compiled_embedding, embedding) < REL

@@ -4,23 +4,28 @@ the same-batch loss check and the length scaling."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from benchmarks.pretrain_step_benchmark import (
+    PADDED_LENGTH,
     HuggingFaceStep,
     OursStep,
+    budget_batches,
     cell_config,
     main,
     parse_lengths,
     parse_sizes,
+    real_cells,
     tensors,
 )
+from lightning_langcell.data.sampling import padding_efficiency
 from lightning_langcell.models.config import PRESETS
 
 TINY = ["--sizes", "tiny,custom", "--context-sizes", "tiny", "--layers", "1", "--hidden", "32", "--heads", "2",
         "--cells", "2", "--batch-size", "1", "--warmup", "0", "--threads", "1", "--gemm-size", "128",
-        "--scaling-steps", "1"]
+        "--scaling-steps", "1", "--length-source", "synthetic"]
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +35,19 @@ def result():
 
 def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
     rows = {(row["size"], row["case"]): row for row in result["rows"]}
-    assert list(rows) == [("tiny", "ours"), ("tiny", "ours_packed"), ("tiny", "hf_sdpa_grouped"),
-                          ("tiny", "hf_eager_pad2048"), ("custom", "ours"), ("custom", "ours_packed"),
-                          ("custom", "hf_sdpa_grouped")]
+    assert list(rows) == [("tiny", "ours"), ("tiny", "ours_packed"), ("tiny", "ours_packed_budget"),
+                          ("tiny", "hf_sdpa_grouped"), ("tiny", "hf_eager_pad2048"), ("custom", "ours"),
+                          ("custom", "ours_packed"), ("custom", "ours_packed_budget"), ("custom", "hf_sdpa_grouped")]
     assert result["cases"] is result["rows"]  # the key benchmarks.run reads
     assert rows[("tiny", "hf_eager_pad2048")]["role"].startswith("context")
     assert rows[("tiny", "hf_sdpa_grouped")]["role"] == "headline baseline"
     for (size, case), row in rows.items():
         assert row["step_ms"] > 0 and row["tokens_per_s"] > 0 and row["mfu"] > 0
         assert row["peak_mib"] > 0 and row["peak_source"] == "process_vmhwm"
+        assert row["steps"] >= 1 and row["median_tokens_per_s"] > 0 and row["first_step_s"] > 0
+        # packed rows compute only real tokens; a padded batch of one cell has no padding either
+        if case != "hf_eager_pad2048":
+            assert row["padding_efficiency"] == 1.0
         assert row["ratio"] == pytest.approx(row["tokens_per_s"] / rows[(size, "hf_sdpa_grouped")]["tokens_per_s"])
     for size in ("tiny", "custom"):
         assert rows[(size, "hf_sdpa_grouped")]["ratio"] == 1.0
@@ -46,6 +55,7 @@ def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
         assert result["packed"][size] == rows[(size, "ours_packed")]["ratio"]
         assert rows[(size, "ours_packed")]["ratio_vs_ours"] == pytest.approx(
             rows[(size, "ours_packed")]["tokens_per_s"] / rows[(size, "ours")]["tokens_per_s"])
+    assert rows[("tiny", "hf_eager_pad2048")]["padding_efficiency"] < 1.0
     assert set(result["context"]) == {"tiny"}
     assert result["context"]["tiny"] == pytest.approx(
         rows[("tiny", "ours")]["tokens_per_s"] / rows[("tiny", "hf_eager_pad2048")]["tokens_per_s"])
@@ -81,6 +91,19 @@ def test_same_weights_give_the_same_gradients():
                                rtol=1e-4, atol=1e-7)
 
 
+def test_padding_plan_compares_grouped_and_random_batches_of_the_real_cells(result):
+    plan = {(row["batch_size"], row["batching"]): row for row in result["padding_plan"]}
+    assert sorted(plan) == [(1, "length-grouped"), (1, "random"), (8, "length-grouped"), (8, "random")]
+    for (batch_size, batching), row in plan.items():
+        assert row["cells"] > 2000  # every bundled full-gene cell
+        if batch_size == 1:  # one cell per batch: nothing to pad
+            assert row["token_efficiency"] == row["flops_padded_over_packed"] == 1.0
+    grouped, random = plan[(8, "length-grouped")], plan[(8, "random")]
+    assert random["token_efficiency"] < grouped["token_efficiency"] < 1.0
+    assert 1.0 < grouped["flops_padded_over_packed"] < random["flops_padded_over_packed"]
+    assert grouped["attention_pairs_packed_over_padded"] < 1.0
+
+
 def test_length_scaling_times_ours_and_the_fair_baseline_per_length(result):
     scaling = {(row["case"], row["length"]): row for row in result["scaling"]}
     assert sorted(scaling) == [("hf_sdpa_grouped", 64), ("hf_sdpa_grouped", 128), ("ours", 64), ("ours", 128)]
@@ -101,3 +124,24 @@ def test_official_size_is_the_released_cell_encoder_and_arguments_are_validated(
         main(TINY + ["--lengths", "4096"])
     with pytest.raises(SystemExit):
         main(TINY + ["--sizes", "huge"])
+
+
+def test_budget_batches_hold_ours_largest_padded_batch_and_every_cell_once():
+    lengths = np.array([100, 90, 30, 20, 10, 5, 200, 50])
+    grouped = [[6, 0], [1, 7], [2, 3], [4, 5]]  # largest padded batch: 2 x 201 tokens
+    batches = budget_batches(lengths, grouped, batch_size=2, seed=0)
+    assert sorted(i for batch in batches for i in batch) == list(range(8))
+    for batch in batches:
+        assert int(np.minimum(lengths[batch] + 1, PADDED_LENGTH).sum()) <= 402 or len(batch) == 1
+        assert len(batch) <= 8
+    assert len(batches) < len(grouped)  # the budget packs more cells per step than ours pads
+    assert padding_efficiency(lengths + 1, grouped) < 1.0
+
+
+def test_real_cells_are_bundled_cells_capped_at_the_model_length():
+    cells = real_cells(40, seed=0)
+    assert len(cells) == 40 and real_cells(40, seed=0)[5].tolist() == cells[5].tolist()
+    lengths = np.array([len(tokens) for tokens in cells])
+    assert lengths.max() <= PADDED_LENGTH - 1 and lengths.min() > 0
+    assert len(set(lengths.tolist())) > 10  # a spread of real lengths, not one synthetic shape
+    assert all(len(np.unique(tokens)) == len(tokens) for tokens in cells)  # each gene once per cell
