@@ -262,7 +262,7 @@ def prompt_section(quality: dict) -> list[str]:
     if never:
         means = [" / ".join(f"{sum(by[n, label][m] for n in never) / len(never):.3f}"
                             for m in ("macro_f1", "balanced_accuracy")) for label in sets]
-        lines.append(f"| **mean, never seen** | never seen | " + " | ".join(means) + " |")
+        lines.append("| **mean, never seen** | never seen | " + " | ".join(means) + " |")
     texts = ", ".join(f"{label} = {' + '.join(templates)}" for label, templates in info["prompt_sets"].items())
     chosen = (f"Chosen by the rule on the pre-training datasets: **{info['chosen']}** (mean macro-F1 there: "
               + ", ".join(f"{k} {v:.3f}" for k, v in info["pretraining_mean_macro_f1"].items())

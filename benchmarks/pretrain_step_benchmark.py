@@ -21,6 +21,9 @@ cells per step, the same weights at the start and the same AdamW step:
   (``TokenBudgetBatchSampler``, length-grouped, at most 4 x ``--batch-size`` cells) equal to the
   largest padded batch of ``ours`` (cells x longest cell): the same peak activation memory, more
   cells per step where ``ours`` pads;
+- ``ours_packed_no_attention_dropout``: ``ours_packed`` with the cell encoder's attention dropout
+  set to 0 (the official config has 0.02): a training change, not a like-for-like speed-up, so
+  its own row; on CPU, SDPA with dropout runs its math path;
 - ``hf_sdpa_grouped`` (the headline baseline): transformers ``BertForMaskedLM`` with
   ``attn_implementation="sdpa"``, the same length-grouped batches padded to the batch maximum
   (as the official collator pads and Geneformer's pretrainer groups), the full gene head over the
@@ -80,7 +83,7 @@ from transformers import BertForMaskedLM
 from benchmarks.memory import peak_memory, reset_peak
 
 from lightning_langcell.data.collate import pack_cells, pad_token_lists
-from lightning_langcell.data.sampling import LengthGroupedBatchSampler, TokenBudgetBatchSampler, padding_efficiency
+from lightning_langcell.data.sampling import LengthGroupedBatchSampler, TokenBudgetBatchSampler
 from lightning_langcell.models import LangCellConfig, LangCellModel
 from lightning_langcell.models.config import PRESETS
 from lightning_langcell.objectives import PretrainingStep, mask_genes, registered_objectives
@@ -90,9 +93,13 @@ BASELINE = "hf_sdpa_grouped"
 CONTEXT = "hf_eager_pad2048"
 PACKED = "ours_packed"
 BUDGET = "ours_packed_budget"
-CASES = ("ours", PACKED, BUDGET, BASELINE, CONTEXT)
+NO_ATTENTION_DROPOUT = "ours_packed_no_attention_dropout"
+PACKED_CASES = (PACKED, BUDGET, NO_ATTENTION_DROPOUT)
+CASES = ("ours", PACKED, BUDGET, NO_ATTENTION_DROPOUT, BASELINE, CONTEXT)
 ROLES = {"ours": "ours", PACKED: "ours, packed (no padding)",
-         BUDGET: "ours, packed, token budget = ours's largest padded batch", BASELINE: "headline baseline",
+         BUDGET: "ours, packed, token budget = ours's largest padded batch",
+         NO_ATTENTION_DROPOUT: "ours, packed, attention dropout 0 (a training change only this row gets)",
+         BASELINE: "headline baseline",
          CONTEXT: "context only (pad-to-2048 eager)"}
 REAL_DATASETS = ("garnett_pbmc_facs", "baron_mouse_pancreas", "zeisel_mouse_brain")
 """Bundled datasets with every detected gene kept (the others hold 2,000 selected genes only)."""
@@ -219,8 +226,13 @@ class OursStep:
 class OursPackedStep(OursStep):
     """``ours`` on the same cells packed into one row (block-diagonal attention), from ``ours``'s weights."""
 
-    def __init__(self, ours: OursStep):
+    def __init__(self, ours: OursStep, attention_dropout: float | None = None):
         self.model = copy.deepcopy(ours.model)
+        if attention_dropout is not None:  # the cell encoder's attention-probability dropout
+            self.model.cell_bert.config.attention_probs_dropout_prob = attention_dropout
+            for module in self.model.cell_bert.modules():
+                if type(module).__name__.endswith("SelfAttention"):
+                    module.dropout.p = attention_dropout
         self.objective = ours.objective
         self.parameters = list(self.model.cell_bert.parameters()) + list(self.model.mgm_head.parameters())
 
@@ -271,8 +283,8 @@ def tensors(cells, batch, pad_to: int | None, seed: int, device):
 def build_case(name: str, ours: OursStep, device):
     if name == "ours":
         return ours
-    if name in (PACKED, BUDGET):
-        return OursPackedStep(ours)
+    if name in PACKED_CASES:
+        return OursPackedStep(ours, attention_dropout=0.0 if name == NO_ATTENTION_DROPOUT else None)
     return HuggingFaceStep(ours, "sdpa" if name == BASELINE else "eager", device)
 
 
@@ -312,7 +324,7 @@ class CaseRun:
             self.peak = max(self.peak, peak)
             self.times.append(seconds)
             self.real_tokens.append(int(mask.sum()))
-            packed = self.name in (PACKED, BUDGET)
+            packed = self.name in PACKED_CASES
             self.computed_tokens.append(int(mask.sum()) if packed else mask.numel())
             self.flops.append(model_flops_per_step(self.cell, mask, int((labels != -100).sum())))
 
@@ -409,7 +421,7 @@ def run_size(size: str, args, device, autocast_dtype, gemm_rate) -> tuple[list[d
     check = same_batch_losses({name: runners[name] for name in ("ours", PACKED, BASELINE)}, cells, grouped[0],
                               args.seed, device)
     if args.compile:
-        for name in ("ours", PACKED, BUDGET):
+        for name in ("ours", *PACKED_CASES):
             runners[name].compile()
     plans = {name: (warm, grouped) for name in cases}
     plans[BUDGET] = (warm, budget_batches(lengths[:count], grouped, args.batch_size, args.seed))

@@ -25,8 +25,8 @@
   (:mod:`benchmarks.data_path_benchmark`: synthetic corpora of 1M, 3M and 10M cells, 1 and 2 ranks,
   fitted and extrapolated to 27.5M cells) and the loader against the official-size model
   (:mod:`benchmarks.loader_vs_model`, 20,000 cells, one timed model step of 2 cells per thread count)
-  (``--quick``: 20,000 and 50,000 cells, tiny model). Measured on a loaded 2-core machine: 17.5 min
-  (data path 12.3 min beside test runs; loader vs model 5.2 min with two timed model steps).
+  (``--quick``: 20,000 and 50,000 cells, tiny model). Its wall time is the results file's
+  ``wall_s`` (about 4 min beside the quality suite on the 2-core machine).
 Each results file records the commit, machine (platform, CPUs, torch), seeds, splits, config and
 the suite's measured wall time (``wall_s``), which the leaderboard and README quote.
 Needs scikit-learn and matplotlib (``pip install -e .[benchmarks]``).

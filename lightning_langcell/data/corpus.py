@@ -254,8 +254,10 @@ class CellCorpus:
         """Range-check the token ids once per corpus: the result is remembered by the tokens'
         digest and file stamp (size, mtime) in this process and under :func:`cache_root`."""
         key, record_path = self._id_check_key()
-        record = _read_record(record_path, key)
-        found = _CHECKED_IDS.get(key) or (_id_range(record) if record is not None else None)
+        found = _CHECKED_IDS.get(key)
+        if found is None:
+            record = _read_record(record_path, key)
+            found = _id_range(record) if record is not None else None
         if found is None:
             found = self.token_id_range()
         problem = self.id_range_problem(*found)

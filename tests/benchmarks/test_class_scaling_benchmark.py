@@ -4,7 +4,6 @@ hand-made scores, and the leaderboard's speed and quality tables from hand-made 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from benchmarks.class_scaling_quality import candidates_at, scaling_rows, subset_predictions
 from benchmarks.leaderboard import ontology_quality_lines, ontology_speed_lines

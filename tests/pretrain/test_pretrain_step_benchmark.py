@@ -11,6 +11,7 @@ import torch
 from benchmarks.pretrain_step_benchmark import (
     PADDED_LENGTH,
     HuggingFaceStep,
+    OursPackedStep,
     OursStep,
     budget_batches,
     cell_config,
@@ -35,9 +36,11 @@ def result():
 
 def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
     rows = {(row["size"], row["case"]): row for row in result["rows"]}
-    assert list(rows) == [("tiny", "ours"), ("tiny", "ours_packed"), ("tiny", "ours_packed_budget"),
-                          ("tiny", "hf_sdpa_grouped"), ("tiny", "hf_eager_pad2048"), ("custom", "ours"),
-                          ("custom", "ours_packed"), ("custom", "ours_packed_budget"), ("custom", "hf_sdpa_grouped")]
+    packed = ["ours_packed", "ours_packed_budget", "ours_packed_no_attention_dropout"]
+    assert list(rows) == [("tiny", "ours"), *(("tiny", case) for case in packed), ("tiny", "hf_sdpa_grouped"),
+                          ("tiny", "hf_eager_pad2048"), ("custom", "ours"), *(("custom", case) for case in packed),
+                          ("custom", "hf_sdpa_grouped")]
+    assert "training change" in rows[("tiny", "ours_packed_no_attention_dropout")]["role"]
     assert result["cases"] is result["rows"]  # the key benchmarks.run reads
     assert rows[("tiny", "hf_eager_pad2048")]["role"].startswith("context")
     assert rows[("tiny", "hf_sdpa_grouped")]["role"] == "headline baseline"
@@ -61,6 +64,19 @@ def test_rows_ratio_against_the_fair_baseline_at_each_size(result):
         rows[("tiny", "ours")]["tokens_per_s"] / rows[("tiny", "hf_eager_pad2048")]["tokens_per_s"])
     # padding every cell to 2048 costs the context row more memory than ours
     assert rows[("tiny", "hf_eager_pad2048")]["peak_mib"] > rows[("tiny", "ours")]["peak_mib"]
+
+
+def test_only_the_no_attention_dropout_case_drops_the_cell_encoders_attention_dropout():
+    ours = OursStep(cell_config("tiny", None), torch.device("cpu"))
+    plain, free = OursPackedStep(ours), OursPackedStep(ours, attention_dropout=0.0)
+
+    def rates(step):
+        return [m.dropout.p for m in step.model.cell_bert.modules() if type(m).__name__.endswith("SelfAttention")]
+
+    official = PRESETS["tiny"]["cell"]["attention_probs_dropout_prob"]
+    assert official > 0 and rates(ours) == rates(plain) == [official] * PRESETS["tiny"]["cell"]["num_hidden_layers"]
+    assert rates(free) == [0.0] * len(rates(ours)) and free.model.cell_bert.config.attention_probs_dropout_prob == 0
+    assert ours.model.cell_bert.config.attention_probs_dropout_prob == official  # the copy, not ours, changed
 
 
 def test_both_sides_compute_the_same_loss_on_the_same_batch(result):
