@@ -332,7 +332,7 @@ def annotate(
         annotations.extra_obs = predictions.obs_columns(adata.n_obs, rows)
     if few_shot_labels is not None:
         obs, obsm, annotations.info["few_shot"] = adapter_results(
-            adapter, annotations.probabilities, annotations.embeddings, scorer.classes.embedding.float().cpu(),
+            adapter, annotations.probabilities, annotations.embeddings, scorer.class_embedding.float().cpu(),
             few_shot_codes, candidates)
         annotations.info["few_shot"]["label_column"] = few_shot_labels
         annotations.extra_obs.update(obs)

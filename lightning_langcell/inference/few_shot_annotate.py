@@ -32,7 +32,6 @@ from lightning_langcell.inference.few_shot_cells import (
     labelled_codes,
 )
 from lightning_langcell.inference.output import check_output_path, write_h5ad
-from lightning_langcell.inference.zero_shot import encode_class_texts
 
 
 def read_cells(adata_or_path: Any, what: str):
@@ -92,8 +91,7 @@ def few_shot_annotate(
     options = {**annotate_options, "classes": candidates}
     labelled = annotate(reference, loaded, label_column=None, **options)
     result = annotate(query, loaded, label_column=label_column, **options)
-    encoded = labelled.uns["langcell"]["class_texts"]
-    texts = class_text_embeddings(loaded, list(encoded))
+    texts = class_text_embeddings(loaded, candidates, annotate_options)
     probabilities = np.concatenate([labelled.obsm["langcell_probabilities"], result.obsm["langcell_probabilities"]])
     embeddings = np.concatenate([labelled.obsm["X_langcell"], result.obsm["X_langcell"]])
     all_codes = np.concatenate([codes, np.full(query.n_obs, -1)])
@@ -117,12 +115,16 @@ def few_shot_annotate(
     return result
 
 
-def class_text_embeddings(loaded, texts: list[str]) -> torch.Tensor:
-    """CTC embeddings [C, E] of the class texts by the loaded checkpoint (on its device, returned on CPU)."""
-    from lightning_langcell.inference.annotate import tokenize_class_texts
+def class_text_embeddings(loaded, candidates, annotate_options: dict[str, Any]) -> torch.Tensor:
+    """[C, E] CTC embedding of each class as the zero-shot scorer of ``annotate`` used it (its
+    prompts combined; the text embeddings come from the text cache the annotate calls filled)."""
+    from lightning_langcell.inference.annotate import build_scorer
+    from lightning_langcell.inference.prompts import DEFAULT_PROMPTS
 
-    encoded = tokenize_class_texts(texts, loaded.text_tokenizer, loaded.model)
     device = next(loaded.model.parameters()).device
     with torch.no_grad():
-        out = encode_class_texts(loaded.model, encoded["input_ids"].to(device), encoded["attention_mask"].to(device))
-    return out.embedding.float().cpu()
+        scorer = build_scorer(loaded.model, candidates, loaded.text_tokenizer, device,
+                              annotate_options.get("text_cache", True),
+                              annotate_options.get("prompts", DEFAULT_PROMPTS),
+                              alpha=1.0)  # similarity only: the matcher's text prefix is not needed
+    return scorer.class_embedding.float().cpu()

@@ -78,7 +78,7 @@ class ZeroShotPredictionWriter(CellPredictionWriter):
         few_shot = None
         if pl_module.few_shot_codes is not None:
             few_shot = adapter_results(pl_module.hparams.adapter, rows["probabilities"], rows["embedding"],
-                                       pl_module.scorer.classes.embedding.float().cpu(),
+                                       pl_module.scorer.class_embedding.float().cpu(),
                                        pl_module.few_shot_codes[rows["index"]], candidates)
             info["few_shot"] = {**few_shot[2], "label_column": pl_module.hparams.few_shot_labels}
             predicted = few_shot[0][FEW_SHOT_PREDICTION_KEY].codes

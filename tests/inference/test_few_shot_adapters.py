@@ -246,3 +246,31 @@ def test_cli_refuses_bad_few_shot_labels_before_scoring(partly_labelled, tiny_ch
         assert f"error: {message}" in err and "fix: " in err and "Traceback" not in err
     with pytest.raises(LangCellInputError, match="Unknown adapter"):
         annotate(path, tiny_checkpoint, few_shot_labels="my_labels", adapter="knn")
+
+
+def test_few_shot_with_a_prompt_ensemble_fits_on_the_scorers_class_embeddings(partly_labelled, reference_and_query,
+                                                                             tiny_checkpoint, monkeypatch):
+    """With several texts per class the adapter gets one embedding per class (the scorer's
+    combined ones), in annotate and in few_shot_annotate alike."""
+    import lightning_langcell.inference.few_shot_cells as few_shot_cells
+    from lightning_langcell.inference.annotate import build_scorer, load_checkpoint
+    from lightning_langcell.inference.classes import candidate_classes
+
+    path, reference = partly_labelled
+    seen = []
+    original = few_shot_cells.fit_adapter
+    monkeypatch.setattr(few_shot_cells, "fit_adapter", lambda name, emb, labels, texts, *rest: seen.append(texts)
+                        or original(name, emb, labels, texts, *rest))
+    annotated = annotate(path, tiny_checkpoint, few_shot_labels="my_labels", prompts="ensemble")
+    classes = list(annotated.uns["langcell_classes"])
+    assert annotated.uns["langcell"]["n_prompt_texts"] > len(classes)  # several texts per class
+    loaded = load_checkpoint(tiny_checkpoint)
+    candidates = candidate_classes(None, anndata.read_h5ad(path).obs, "cell_type", None, False)
+    assert list(candidates.names) == classes
+    expected = build_scorer(loaded.model, candidates, loaded.text_tokenizer, torch.device("cpu"),
+                            prompts="ensemble", alpha=1.0).class_embedding.float()
+    assert seen[0].shape == (len(classes), expected.shape[1])
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=1e-5)
+    query, _ = reference_and_query
+    few_shot_annotate(query, loaded, reference, prompts="ensemble")
+    torch.testing.assert_close(seen[1], expected, atol=1e-5, rtol=1e-5)
