@@ -12,8 +12,8 @@ k labelled cells per class come from the train split (:func:`benchmarks.quality.
   embeddings of the same k cells, standardised with the train split's mean and sd (no labels);
 - every adapter of :data:`lightning_langcell.inference.adapters.ADAPTERS` with its defaults
   (:func:`~lightning_langcell.inference.adapters.fit_adapter`): the prototype adapter with the
-  zero-shot log-probabilities as its text term (w = 0 = zero-shot) and the text-initialised
-  linear probe.
+  zero-shot log-probabilities as its text term (w = 0 = zero-shot) and the text-prior linear
+  probe, standardised with the same train-split mean and sd as the logistic regression.
 
 Mean ± sd over seeds. Run: ``python -m benchmarks.few_shot_adapters [--out results.json]``.
 """
@@ -81,7 +81,7 @@ def method_predictions(data: Dataset, frozen: dict[str, torch.Tensor], train: np
     settings = {}
     for name in ADAPTERS:
         started = time.perf_counter()
-        fitted = fit_adapter(name, emb[train], labels, texts, log_probs[train])
+        fitted = fit_adapter(name, emb[train], labels, texts, log_probs[train], reference=emb[data.train])
         settings[f"{name} adapter"] = {"fit_s": round(time.perf_counter() - started, 4),
                                        **{key: value for key, value in fitted.settings().items()
                                           if not isinstance(value, dict)}}

@@ -199,7 +199,8 @@ def annotation_section(quality: dict) -> list[str]:
                 f"test split; mean ± sd over seeds {info['seeds']}. Zero-shot and CTC only (α = 1) use no labels; "
                 "logistic regression is fitted on the same standardised embeddings of the same cells; the prototype "
                 "adapter blends class prototypes with the zero-shot scores (weight by leave-one-out), the probe "
-                "adapter is a linear probe initialised from the class texts "
+                "adapter is a logistic regression on the same standardised embeddings whose weights are pulled "
+                "toward the class texts (the CTC classifier, scale 0.5) "
                 "(`lightning_langcell.inference.adapters`).", "",
                 *_marked_table(quality, adapters, [("k", "k"), ("method", "method"),
                                                    ("train cells (last seed)", "n_train"),

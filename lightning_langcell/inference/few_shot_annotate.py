@@ -70,7 +70,7 @@ def few_shot_annotate(
     Args:
         reference: AnnData or .h5ad path of labelled cells (e.g. k per class) in
             ``obs[reference_label_column]``; unlabelled reference cells are ignored.
-        adapter: ``"probe"`` (default: the text-initialised linear probe) or ``"prototype"``
+        adapter: ``"probe"`` (default: the linear probe pulled toward the class texts) or ``"prototype"``
             (training-free, blend weight by leave-one-out; weight 0 is zero-shot exactly); see
             :mod:`lightning_langcell.inference.adapters`.
         classes: candidate classes as in ``annotate``; None: the reference's labels.

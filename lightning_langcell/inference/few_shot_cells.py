@@ -86,5 +86,5 @@ def fitted_adapter(adapter: str, probabilities: np.ndarray, embeddings: np.ndarr
                                  "Check the labelled cells' counts and var['ensembl_id'].")
     started = time.perf_counter()
     fitted = fit_adapter(adapter, emb[keep], torch.from_numpy(np.asarray(codes))[keep], text_embeddings.clone(),
-                         log_probs[keep])
+                         log_probs[keep], reference=emb[scored])
     return fitted, emb, log_probs, scored, keep, time.perf_counter() - started

@@ -184,8 +184,13 @@ class LangCellConfig:
         if name not in PRESETS:
             raise LangCellInputError(f"Unknown model preset {name!r}.", f"Use one of {sorted(PRESETS)}.")
         data = copy.deepcopy(PRESETS[name])
+        towers = {"cell": CellEncoderConfig, "text": TextEncoderConfig}
         for key, value in overrides.items():
-            if key in ("cell", "text") and isinstance(value, Mapping):
+            if key in towers and isinstance(value, Mapping):
+                unknown = sorted(set(value) - {f.name for f in fields(towers[key])})
+                if unknown:
+                    raise LangCellInputError(f"Unknown {key} encoder keys {unknown}.",
+                                             f"Use only {sorted(f.name for f in fields(towers[key]))}.")
                 data[key].update(value)
             else:
                 data[key] = value

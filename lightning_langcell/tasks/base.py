@@ -18,6 +18,20 @@ from lightning_langcell.tasks.packed_batches import check_packed_batches
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "temp")
 
 
+def model_config(model: str | dict[str, Any], text_vocab_size: int) -> LangCellConfig:
+    """The config of ``model``: a preset name, a full config dict, or ``{"preset": name, "cell":
+    {...}, "text": {...}}`` (the preset with those fields replaced, e.g. ``{"preset": "langcell",
+    "cell": {"attention_probs_dropout_prob": 0.0}}``). The text vocabulary size defaults to the
+    tokenizer's."""
+    if isinstance(model, str):
+        return LangCellConfig.preset(model, text={"vocab_size": text_vocab_size})
+    data = dict(model)
+    data["text"] = {"vocab_size": text_vocab_size, **dict(data.get("text") or {})}
+    if "preset" in data:
+        return LangCellConfig.preset(str(data.pop("preset")), **data)
+    return LangCellConfig.from_dict(data)
+
+
 def build_model(
     model: str | dict[str, Any] = "tiny",
     text_tokenizer: str | None = None,
@@ -26,7 +40,7 @@ def build_model(
     attn_implementation: str | None = None,
     gradient_checkpointing: bool = False,
 ) -> LangCellModel:
-    """A :class:`LangCellModel` from a preset name or config dict.
+    """A :class:`LangCellModel` from a preset name or config dict (:func:`model_config`).
 
     ``text_tokenizer`` fixes the text vocabulary size; ``text_init`` starts the text encoder
     from a local HF BERT folder; ``init_from`` loads weights from a checkpoint (Lightning
@@ -40,13 +54,7 @@ def build_model(
         from lightning_langcell.text import load_text_tokenizer
 
         vocab = len(load_text_tokenizer(text_tokenizer))
-        if isinstance(model, str):
-            config = LangCellConfig.preset(model, text={"vocab_size": vocab})
-        else:
-            data = dict(model)
-            data.setdefault("text", {})
-            data["text"] = {**data["text"], "vocab_size": data["text"].get("vocab_size", vocab)}
-            config = LangCellConfig.from_dict(data)
+        config = model_config(model, vocab)
         if text_init is not None:
             from lightning_langcell.hub.bert_init import load_bert_into_text_encoder, text_config_from_bert
 

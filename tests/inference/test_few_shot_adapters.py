@@ -1,4 +1,4 @@
-"""Few-shot adapters: prototype blend with leave-one-out weight, text-initialised linear probe, API."""
+"""Few-shot adapters: prototype blend with leave-one-out weight, linear probe pulled toward the class texts, API."""
 
 import anndata
 import numpy as np
@@ -75,25 +75,53 @@ def test_one_cell_per_class_at_weight_one_predicts_itself():
     assert set(adapter.loo_accuracy) == {round(0.1 * i, 1) for i in range(11)}
 
 
-def test_probe_starts_at_text_classifier_and_learns():
+def test_probe_prior_is_the_text_classifier_and_labels_move_it():
     cells, labels = clustered_cells(5, seed=0)
-    texts = WRONG_TEXTS
-    start = fit_probe_adapter(cells, labels, texts, steps=0)
-    ctc = F.normalize(cells, dim=-1) @ F.normalize(texts, dim=-1).T / 0.05
-    torch.testing.assert_close(start.scores(cells), ctc)
-    trained = fit_probe_adapter(cells, labels, texts, steps=200)
+    cells = F.normalize(cells, dim=-1)  # one norm: the prior is the CTC classifier up to a constant per class
     test_cells, test_labels = clustered_cells(50, seed=1)
-    assert accuracy(start.predict(test_cells), test_labels) < 0.3
-    assert accuracy(trained.predict(test_cells), test_labels) == 1.0
-    pinned = fit_probe_adapter(cells, labels, texts, steps=200, l2_to_init=1e4)  # stays near the texts
-    assert (pinned.weight * 0.05 - F.normalize(texts, dim=-1)).abs().max() < 1e-2
-    assert (trained.weight * 0.05 - F.normalize(texts, dim=-1)).abs().max() > 0.1
+    test_cells = F.normalize(test_cells, dim=-1)
+    pinned = fit_probe_adapter(cells, labels, WRONG_TEXTS, prior_scale=1.0, ridge=1e9)
+    ctc = test_cells.double() @ F.normalize(WRONG_TEXTS.double(), dim=-1).T / 0.05
+    offset = pinned.scores(test_cells) - ctc
+    assert (offset - offset[0]).abs().max() < 1e-3
+    torch.testing.assert_close(pinned.weight, pinned.prior_weight, rtol=1e-6, atol=1e-6)
+    assert accuracy(pinned.predict(test_cells), test_labels) < 0.3  # each text sits near another class
+    trained = fit_probe_adapter(cells, labels, WRONG_TEXTS)
+    assert accuracy(trained.predict(test_cells), test_labels) >= 0.95
+    assert (trained.weight - trained.prior_weight).abs().max() > 0.1
+
+
+def test_probe_is_the_minimum_of_its_objective():
+    cells, labels = clustered_cells(3, seed=4, spread=1.5)
+    reference, _ = clustered_cells(20, seed=5, spread=1.5)
+    fitted = fit_probe_adapter(cells, labels, WRONG_TEXTS, reference=reference, prior_scale=0.5, ridge=1.0)
+    torch.testing.assert_close(fitted.mean, reference.double().mean(0))
+    torch.testing.assert_close(fitted.scale, reference.double().std(0))
+    weight = fitted.weight.clone().requires_grad_(True)
+    bias = fitted.bias.clone().requires_grad_(True)
+    features = (cells.double() - fitted.mean) / fitted.scale
+    loss = (F.cross_entropy(features @ weight.T + bias, labels, reduction="sum")
+            + 0.5 * (weight - fitted.prior_weight).pow(2).sum())
+    loss.backward()
+    assert weight.grad.abs().max() < 1e-4 and bias.grad.abs().max() < 1e-4
+
+
+def test_a_class_without_labelled_cells_keeps_its_text_prior():
+    cells, labels = clustered_cells(4, seed=0)
+    seen = labels < N_CLASSES - 1
+    fitted = fit_probe_adapter(cells[seen], labels[seen], WRONG_TEXTS, reference=cells)
+    assert torch.equal(fitted.weight[-1], fitted.prior_weight[-1])
+    assert float(fitted.bias[-1]) == pytest.approx(float(fitted.bias[:-1].mean()))
+    halved = fit_probe_adapter(cells[seen], labels[seen], WRONG_TEXTS, reference=cells, prior_scale=0.25)
+    torch.testing.assert_close(halved.prior_weight * 2, fitted.prior_weight)
+    decayed = fit_probe_adapter(cells, labels, WRONG_TEXTS, prior_decay=1.0)
+    torch.testing.assert_close(decayed.prior_weight * 4, fit_probe_adapter(cells, labels, WRONG_TEXTS).prior_weight)
 
 
 def test_fits_are_deterministic():
     cells, labels = clustered_cells(3, seed=0)
     texts = torch.randn(N_CLASSES, DIM)
-    first, second = (fit_probe_adapter(cells, labels, texts, steps=50) for _ in range(2))
+    first, second = (fit_probe_adapter(cells, labels, texts) for _ in range(2))
     assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
     a, b = (fit_prototype_adapter(cells, labels, texts) for _ in range(2))
     assert torch.equal(a.prototypes, b.prototypes) and a.weight == b.weight and a.loo_accuracy == b.loo_accuracy
@@ -106,6 +134,9 @@ def test_bad_inputs_are_refused():
         fit_probe_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM + 1))
     with pytest.raises(LangCellInputError, match="Unknown adapter"):
         fit_adapter("knn", torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM))
+    with pytest.raises(LangCellInputError, match="Reference cells"):
+        fit_probe_adapter(torch.randn(3, DIM), torch.tensor([0, 1, 2]), torch.randn(N_CLASSES, DIM),
+                          reference=torch.randn(5, DIM + 1))
 
 
 # ------------------------------------------------------------------ public API, tiny checkpoint
@@ -209,6 +240,7 @@ def test_cli_few_shot_labels_write_the_python_api_predictions(partly_labelled, t
     info, expected_info = written.uns["langcell"]["few_shot"], expected.uns["langcell"]["few_shot"]
     assert info["adapter"] == expected_info["adapter"] == "probe" and info["label_column"] == "my_labels"
     assert info["n_labelled_cells"] == expected_info["n_labelled_cells"] == reference.n_obs
+    assert (info["prior_scale"], info["prior_decay"]) == (0.5, 0.0)  # the probe records its text prior
     scores = written.obsm["langcell_few_shot_scores"]
     np.testing.assert_allclose(scores, expected.obsm["langcell_few_shot_scores"], atol=1e-3)  # NaN rows included
     assert np.isnan(scores).any(axis=1).sum() == 2  # cell 3 filtered, cell 29 without genes
@@ -259,8 +291,8 @@ def test_few_shot_with_a_prompt_ensemble_fits_on_the_scorers_class_embeddings(pa
     path, reference = partly_labelled
     seen = []
     original = few_shot_cells.fit_adapter
-    monkeypatch.setattr(few_shot_cells, "fit_adapter", lambda name, emb, labels, texts, *rest: seen.append(texts)
-                        or original(name, emb, labels, texts, *rest))
+    monkeypatch.setattr(few_shot_cells, "fit_adapter", lambda name, emb, labels, texts, *rest, **options:
+                        seen.append(texts) or original(name, emb, labels, texts, *rest, **options))
     annotated = annotate(path, tiny_checkpoint, few_shot_labels="my_labels", prompts="ensemble")
     classes = list(annotated.uns["langcell_classes"])
     assert annotated.uns["langcell"]["n_prompt_texts"] > len(classes)  # several texts per class

@@ -97,3 +97,20 @@ def test_pretraining_records_its_lengths_and_tasks_default_to_them(run_cli, repo
     bundled = run_cli("fit", "finetune.yaml", *TINY_FIT, "--model.init_args.init_from", str(repo_root / BUNDLED),
                       "--data.max_length", "null")
     assert bundled.datamodule.hparams.max_length == 256
+
+
+def test_a_preset_with_overrides_changes_only_the_named_fields(run_cli):
+    from lightning_langcell.models import LangCellConfig
+    from lightning_langcell.tasks.base import build_model, model_config
+
+    tiny = LangCellConfig.preset("tiny", text={"vocab_size": 100}).to_dict()
+    changed = model_config({"preset": "tiny", "cell": {"attention_probs_dropout_prob": 0.0}}, 100).to_dict()
+    assert changed["cell"]["attention_probs_dropout_prob"] == 0.0 != tiny["cell"]["attention_probs_dropout_prob"]
+    changed["cell"]["attention_probs_dropout_prob"] = tiny["cell"]["attention_probs_dropout_prob"]
+    assert changed == tiny
+    with pytest.raises(LangCellInputError, match=r"Unknown cell encoder keys \['attention_dropout'\]"):
+        build_model({"preset": "tiny", "cell": {"attention_dropout": 0.0}})
+    cli = run_cli("fit", "pretrain.yaml", *TINY_FIT, "--model.init_args.model",
+                  '{"preset": "tiny", "cell": {"attention_probs_dropout_prob": 0.0}}')
+    assert cli.model.model.config.cell.attention_probs_dropout_prob == 0.0
+    assert cli.model.model.config.cell.num_hidden_layers == tiny["cell"]["num_hidden_layers"]
