@@ -31,7 +31,7 @@ import torch
 from benchmarks.baselines import label_metrics, logistic_regression
 from benchmarks.quality import (CHECKPOINT, LABEL, METRICS, Dataset, dataset_paths, few_shot_cells, load_dataset,
                                 seed_summary)
-from lightning_langcell.inference.adapters import ADAPTERS, fit_adapter
+from lightning_langcell.inference.adapters import ADAPTERS, fit_adapter, standardisation
 
 UNSEEN = ["pbmc3k", "garnett_pbmc_facs", "actinn_mouse_blood"]
 KS, SEEDS = (1, 3, 5, 10), (0, 1, 2, 3, 4)
@@ -70,7 +70,7 @@ def method_predictions(data: Dataset, frozen: dict[str, torch.Tensor], train: np
     index = {name: i for i, name in enumerate(data.classes)}
     labels = torch.tensor([index[name] for name in data.labels[train]])
     test = torch.from_numpy(data.test)
-    mean, sd = emb[data.train].mean(0), emb[data.train].std(0) + 1e-6
+    mean, sd = standardisation(emb[data.train])  # what the probe adapter standardises with
     lr = logistic_regression(((emb[train] - mean) / sd).numpy(), data.labels[train],
                              ((emb[test] - mean) / sd).numpy(), seed=seed)
     predictions = {

@@ -227,12 +227,13 @@ class OursPackedStep(OursStep):
     """``ours`` on the same cells packed into one row (block-diagonal attention), from ``ours``'s weights."""
 
     def __init__(self, ours: OursStep, attention_dropout: float | None = None):
-        self.model = copy.deepcopy(ours.model)
-        if attention_dropout is not None:  # the cell encoder's attention-probability dropout
-            self.model.cell_bert.config.attention_probs_dropout_prob = attention_dropout
-            for module in self.model.cell_bert.modules():
-                if type(module).__name__.endswith("SelfAttention"):
-                    module.dropout.p = attention_dropout
+        if attention_dropout is None:
+            self.model = copy.deepcopy(ours.model)
+        else:  # ours's weights in a model built from ours's config with another attention dropout
+            config = copy.deepcopy(ours.model.config)
+            config.cell.attention_probs_dropout_prob = attention_dropout
+            self.model = LangCellModel(config).to(next(ours.model.parameters()).device)
+            self.model.load_state_dict(ours.model.state_dict())
         self.objective = ours.objective
         self.parameters = list(self.model.cell_bert.parameters()) + list(self.model.mgm_head.parameters())
 

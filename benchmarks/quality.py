@@ -227,10 +227,14 @@ def annotation_rows(results: dict, data: Dataset, annotated, model, text_tokeniz
 
 def supervised_rows(data: Dataset, expression: np.ndarray, embeddings: np.ndarray) -> list[dict]:
     """Supervised references on the train split, and the linear probe on frozen embeddings."""
+    import torch
+
+    from lightning_langcell.inference.adapters import standardisation
+
     y_train = data.labels[data.train]
     rows = [score_row(data, "supervised reference", name, fit(expression[data.train], y_train, expression[data.test]),
                  len(data.train)) for name, fit in BASELINES.items()]
-    mean, sd = embeddings[data.train].mean(0), embeddings[data.train].std(0) + 1e-6  # standardised on train
+    mean, sd = (values.numpy() for values in standardisation(torch.from_numpy(embeddings[data.train])))  # on train
     probe = logistic_regression((embeddings[data.train] - mean) / sd, y_train, (embeddings[data.test] - mean) / sd)
     rows.append(score_row(data, "linear probe", "logistic regression on frozen X_langcell (standardised)", probe,
                      len(data.train)))
